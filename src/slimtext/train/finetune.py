@@ -1,0 +1,153 @@
+"""`slimtext train`: fine-tune one classifier (RNN from scratch; transformer full / head / LoRA)
+on one dataset and write a complete run directory. `resume` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slimtext.config import RunConfig
+from slimtext.data.batches import EncodedSplit, collate
+from slimtext.data.registry import TextDataset, load_dataset
+from slimtext.errors import SlimtextError
+from slimtext.models import (
+    format_param_report,
+    load_trainable_state_dict,
+    param_report,
+    trainable_state_dict,
+)
+from slimtext.models.registry import apply_method, build_classifier, build_tokenizer
+from slimtext.runs.rundir import RunDir, load_safetensors
+from slimtext.train.loop import evaluate, fit, resolve_device, seed_everything
+from slimtext.train.metrics import confusion
+
+
+@dataclass
+class Prepared:
+    data: TextDataset
+    tokenizer: object
+    splits: dict[str, EncodedSplit]
+    model: torch.nn.Module
+    lora_layers: list[str]
+
+
+def encode_splits(data: TextDataset, tokenizer) -> dict[str, EncodedSplit]:
+    return {name: EncodedSplit(tokenizer.encode([e.text for e in ex]), torch.tensor([e.label for e in ex]),
+                               tokenizer.pad_id) for name, ex in data.splits.items()}
+
+
+def prepare(cfg: RunConfig, saved_tokenizer: Path | None = None) -> Prepared:
+    """Dataset, tokenizer, encoded splits and the model with its method applied (seeded)."""
+    data = load_dataset(cfg.data)
+    tokenizer = build_tokenizer(cfg, data.texts("train"), saved_tokenizer)
+    seed_everything(cfg.train.seed)
+    model = build_classifier(cfg, len(data.labels), tokenizer)
+    lora_layers = apply_method(model, cfg)
+    return Prepared(data, tokenizer, encode_splits(data, tokenizer), model, lora_layers)
+
+
+def save_weights(model: torch.nn.Module, method: str) -> dict:
+    return model.state_dict() if method == "full" else trainable_state_dict(model)
+
+
+def load_weights(model: torch.nn.Module, sd: dict, method: str) -> None:
+    if method == "full":
+        model.load_state_dict(sd)
+    else:
+        load_trainable_state_dict(model, sd)
+
+
+def default_out(cfg: RunConfig) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = Path(cfg.data.data).stem.replace(":", "_").replace("/", "_")
+    model = cfg.model.model.replace(":", "_").replace("/", "_")
+    return Path("runs") / f"{name}-{model}-{cfg.model.method}-s{cfg.train.seed}-{stamp}"
+
+
+def latency_ms(model, split: EncodedSplit, device, n: int = 32) -> dict:
+    """Single-example latency (p50, p99 ms) over the first n examples, and batched ms/example."""
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for i in range(min(n, len(split))):
+            b = collate(split, [i])
+            t0 = time.perf_counter()
+            model(b["input_ids"].to(device), b["attention_mask"].to(device))
+            times.append((time.perf_counter() - t0) * 1000)
+    return {"single_p50_ms": float(np.percentile(times, 50)), "single_p99_ms": float(np.percentile(times, 99))}
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+
+
+def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: bool = False,
+          loss_fn=None, prepared: Prepared | None = None, extra_summary: dict | None = None) -> dict:
+    run = RunDir(out or default_out(cfg))
+    if resume:
+        cfg = RunConfig.from_dict(run.read_config())
+    elif run.is_finished():
+        raise SlimtextError(f"{run.path} already holds a finished run; choose another --out")
+    elif run.exists():
+        raise SlimtextError(f"{run.path} holds an unfinished run; continue it with --resume {run.path}")
+    p = prepared or prepare(cfg, saved_tokenizer=run.path / "tokenizer" if resume else None)
+    report = param_report(p.model)
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    log(f"{cfg.model.model} [{cfg.model.method}] on {p.data.name}: {format_param_report(report)}; "
+        f"splits {', '.join(f'{k} {len(v)}' for k, v in p.data.splits.items())}")
+    for note in p.data.notes:
+        log(f"note: {note}")
+    if not resume:
+        run.create(cfg.to_dict())
+        p.tokenizer.save(run.path / "tokenizer")
+        run.write_json("labels.json", p.data.labels)
+        run.write_json("splits.json", p.data.split_ids())
+
+    method = cfg.model.method
+    result = fit(p.model, p.splits["train"], p.splits["dev"], cfg.train, run, len(p.data.labels),
+                 loss_fn=loss_fn, resume=resume, quiet=quiet,
+                 state_fn=lambda m: save_weights(m, method), load_fn=lambda m, sd: load_weights(m, sd, method))
+    return finish(cfg, run, p, result, report, extra_summary)
+
+
+def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict, extra: dict | None = None) -> dict:
+    """Reload the best epoch, evaluate dev and test splits, time inference, write summary.json."""
+    device = resolve_device(cfg.train.device)
+    load_weights(p.model, load_safetensors(run.weights_path), cfg.model.method)
+    p.model.to(device)
+    n_labels = len(p.data.labels)
+    evals, conf = {}, {}
+    t_eval = {}
+    for name, split in p.splits.items():
+        if name == "train":
+            continue
+        t0 = time.perf_counter()
+        evals[name], probs = evaluate(p.model, split, n_labels, cfg.train.eval_batch_size, device)
+        t_eval[name] = (time.perf_counter() - t0) * 1000 / max(1, len(split))
+        conf[name] = confusion(probs, split.labels.numpy(), n_labels)
+    test = "test" if "test" in evals else "dev"
+    rows = run.read_metrics()
+    summary = {
+        "dataset": p.data.name, "model": cfg.model.model, "method": cfg.model.method, "labels": p.data.labels,
+        "seed": cfg.train.seed, **result, **report,
+        "final_train_loss": rows[-1]["train_loss"] if rows else None,
+        "dev": evals.get("dev"), "test": evals.get(test), "test_split": test,
+        "splits": {k: v for k, v in evals.items()}, "confusion": conf,
+        "inference_ms_per_example": round(t_eval[test], 4),
+        **latency_ms(p.model, p.splits[test], device),
+        "lora_layers": p.lora_layers, "machine": machine(),
+        "finished": dt.datetime.now().isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    run.write_summary(summary)
+    return summary

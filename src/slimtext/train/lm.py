@@ -1,0 +1,517 @@
+"""Char-LM recipe: train `CharLM` with truncated backpropagation through time (TBPTT).
+
+The training text is cut into `batch_size` contiguous streams (a (B, L) matrix, as in char-rnn);
+each step reads the next `bptt` characters of every stream, predicts the following ones, and
+carries the LSTM state into the next window (detached, so gradients stop at the window edge).
+After a full pass the streams start again from a fresh state. The last `val_fraction` of the text
+is held out for validation, read the same way without gradients.
+
+Every `eval_every` steps (an "epoch" in metrics.jsonl) the recipe records train and validation
+loss in nats/char, bits/char (loss / ln 2), perplexity (exp loss) and timings, saves a checkpoint
+for `--resume`, and keeps the best weights as model.safetensors. It stops at whichever budget comes
+first (`max_minutes`, `max_steps`, `max_epochs`) and then writes summary.json.
+
+Also here: the small standalone trainer for character-classification tasks
+(`slimtext.data.chartask`), until they go through the shared training loop.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from slimtext.data.chartask import CharTaskConfig, load_text, make_char_task, task_labels
+from slimtext.errors import SlimtextError
+from slimtext.models import param_report
+from slimtext.models.charlm import (
+    CharClassifier,
+    CharClassifierConfig,
+    CharLM,
+    CharLMConfig,
+    CharLMVocab,
+)
+from slimtext.runs.rundir import (
+    RunDir,
+    atomic_save_safetensors,
+    atomic_torch_save,
+    atomic_write_text,
+    load_safetensors,
+)
+
+LN2 = math.log(2)
+
+
+@dataclass
+class LMTrainConfig:
+    data: str = field(
+        default="tinyshakespeare", metadata={"help": "corpus name or path to a text file"}
+    )
+    out: str = field(default="runs/charlm", metadata={"help": "run directory to write"})
+    embed_dim: int = field(default=128, metadata={"help": "character embedding size"})
+    hidden_dim: int = field(default=384, metadata={"help": "LSTM hidden size"})
+    num_layers: int = field(default=2, metadata={"help": "stacked LSTM layers"})
+    dropout: float = field(
+        default=0.1, metadata={"help": "dropout on embeddings, between layers, before the output"}
+    )
+    tie_weights: bool = field(default=False, metadata={"help": "tie embedding and output weights"})
+    batch_size: int = field(default=32, metadata={"help": "parallel streams per step"})
+    bptt: int = field(default=100, metadata={"help": "characters per TBPTT window"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
+    min_lr_ratio: float = field(
+        default=0.1, metadata={"help": "final lr / peak lr for the cosine decay"}
+    )
+    cosine: bool = field(
+        default=True,
+        metadata={"help": "cosine-decay the lr over the budget (the time budget counts too)"},
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = no clipping)"})
+    max_minutes: float = field(default=20.0, metadata={"help": "time budget in minutes (0 = none)"})
+    max_steps: int = field(default=0, metadata={"help": "step budget (0 = none)"})
+    max_epochs: float = field(
+        default=0.0, metadata={"help": "budget in passes over the text (0 = none)"}
+    )
+    eval_every: int = field(
+        default=200, metadata={"help": "steps between validations (one metrics row each)"}
+    )
+    val_fraction: float = field(default=0.1, metadata={"help": "last part of the text held out"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads (0 = torch default)"})
+    adapt_threads: bool = field(
+        default=True,
+        metadata={"help": "use 1 thread instead when it measures faster (busy shared CPUs)"},
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the run's last checkpoint"}
+    )
+
+
+class ThreadTuner:
+    """Chooses between 1 and `max_threads` torch CPU threads by measured step time.
+
+    Every `every` steps it times `probe` steps with each count and keeps the faster one. Alone on
+    a machine, 2 threads beat 1; on 2 cores that other processes also keep busy, 2 threads that
+    wait for each other at every parallel region measured 5x slower than 1 thread.
+    """
+
+    def __init__(self, max_threads: int, enabled: bool = True, every: int = 100, probe: int = 3):
+        self.counts = [max_threads, 1] if enabled and max_threads > 1 else [max_threads]
+        self.every, self.probe, self.best, self.times = every, probe, max_threads, {}
+        torch.set_num_threads(max_threads)
+
+    def before_step(self, step: int) -> None:
+        phase = step % self.every
+        if len(self.counts) == 1 or phase > self.probe * len(self.counts):
+            return
+        if phase == self.probe * len(self.counts):  # probing done: keep the fastest
+            self.best = min(self.times, key=self.times.get)
+            torch.set_num_threads(self.best)
+            self.times = {}
+        else:
+            torch.set_num_threads(self.counts[phase // self.probe])
+        self.t0 = time.perf_counter()
+
+    def after_step(self, step: int) -> None:
+        phase = step % self.every
+        if len(self.counts) > 1 and phase < self.probe * len(self.counts):
+            n = torch.get_num_threads()
+            self.times[n] = min(self.times.get(n, math.inf), time.perf_counter() - self.t0)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_streams(ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(N,) ids -> (n, L) matrix of n contiguous streams (the tail that does not fit is dropped)."""
+    L = len(ids) // n
+    if L < 2:
+        raise SlimtextError(f"text too short: {len(ids)} characters cannot fill {n} streams")
+    return ids[: n * L].view(n, L)  # (n, L)
+
+
+def windows(streams: torch.Tensor, bptt: int, start: int = 0):
+    """Yield (position, x (B, t), y (B, t)) over the streams, y shifted one character ahead."""
+    L = streams.size(1)
+    for i in range(start, L - 1, bptt):
+        t = min(bptt, L - 1 - i)
+        yield i, streams[:, i : i + t], streams[:, i + 1 : i + 1 + t]
+
+
+@torch.no_grad()
+def evaluate_lm(model: CharLM, streams: torch.Tensor, bptt: int) -> float:
+    """Mean negative log-likelihood per character (nats) over all windows, state carried."""
+    model.eval()
+    total, count, state = 0.0, 0, None
+    for _, x, y in windows(streams, bptt):
+        logits, state = model(x, state)  # (B, t, V)
+        total += F.cross_entropy(
+            logits.flatten(0, 1), y.flatten(), reduction="sum"
+        ).item()  # (B*t, V)
+        count += y.numel()
+    model.train()
+    return total / count
+
+
+def lm_row(prefix: str, loss: float) -> dict:
+    return {
+        f"{prefix}_loss": round(loss, 5),
+        f"{prefix}_bpc": round(loss / LN2, 5),
+        f"{prefix}_ppl": round(math.exp(loss), 4),
+    }
+
+
+def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
+    """Train a CharLM into `cfg.out`; returns the summary (also written as summary.json)."""
+    wall0 = time.time()
+    device = resolve_device(cfg.device)
+    tuner = ThreadTuner(
+        cfg.threads or torch.get_num_threads(), cfg.adapt_threads and device.type == "cpu"
+    )
+    torch.manual_seed(cfg.seed)
+    if not (cfg.max_minutes > 0 or cfg.max_steps > 0 or cfg.max_epochs > 0):
+        raise SlimtextError("set at least one budget: --max-minutes, --max-steps or --max-epochs")
+    run = RunDir(cfg.out)
+    ckpt_state = run.checkpoint_dir / "state.pt"
+    resuming = cfg.resume and ckpt_state.exists()
+    if run.exists() and not cfg.resume:
+        raise SlimtextError(
+            f"{run.path} already holds a run; pass --resume or choose another --out"
+        )
+
+    text = load_text(cfg.data)
+    vocab = CharLMVocab.load(run.path / "vocab.json") if resuming else CharLMVocab.from_text(text)
+    ids = torch.tensor(vocab.encode(text), dtype=torch.long)
+    n_val = int(len(ids) * cfg.val_fraction)
+    if n_val < 2:
+        raise SlimtextError(f"val_fraction {cfg.val_fraction} leaves no validation text")
+    train, val = make_streams(ids[:-n_val], cfg.batch_size), ids[-n_val:]
+    val = make_streams(val, max(1, min(cfg.batch_size, len(val) // (cfg.bptt + 1))))
+    train, val = train.to(device), val.to(device)
+    chars_per_pass = train.numel()
+
+    mcfg = CharLMConfig(
+        vocab.vocab_size,
+        cfg.embed_dim,
+        cfg.hidden_dim,
+        cfg.num_layers,
+        cfg.dropout,
+        cfg.tie_weights,
+    )
+    model = CharLM(mcfg, vocab).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    st = {
+        "step": 0,
+        "epoch": 0,
+        "pos": 0,
+        "passes": 0,
+        "elapsed": 0.0,
+        "best_val": math.inf,
+        "best_epoch": 0,
+    }
+    state = None
+    if resuming:
+        model.load_state_dict(load_safetensors(run.checkpoint_dir / "model.safetensors"))
+        saved = torch.load(ckpt_state, weights_only=True)
+        opt.load_state_dict(saved.pop("optimizer"))
+        torch.set_rng_state(saved.pop("rng"))
+        hidden = saved.pop("hidden")
+        state = tuple(h.to(device) for h in hidden) if hidden else None
+        st.update(saved)
+        run.write_metrics([r for r in run.read_metrics() if r["epoch"] <= st["epoch"]])
+        cmd = (run.path / "command.txt").read_text(encoding="utf-8")
+        atomic_write_text(
+            run.path / "command.txt", cmd + "# resumed: " + " ".join(argv or sys.argv) + "\n"
+        )
+    else:
+        run.create(asdict(cfg), argv)
+        vocab.save(run.path / "vocab.json")
+        run.write_json("model_config.json", asdict(mcfg))
+
+    budget_s = cfg.max_minutes * 60
+    t0, prior = time.time(), st["elapsed"]
+
+    def progress() -> float:  # fraction of the first budget to run out
+        fr = [
+            st["step"] / cfg.max_steps if cfg.max_steps else 0.0,
+            st["passes_f"] / cfg.max_epochs if cfg.max_epochs else 0.0,
+            st["elapsed"] / budget_s if budget_s else 0.0,
+        ]
+        return min(1.0, max(fr))
+
+    def save_checkpoint() -> None:
+        atomic_save_safetensors(run.checkpoint_dir / "model.safetensors", model.state_dict())
+        hidden = [h.detach().cpu() for h in state] if state is not None else []
+        atomic_torch_save(
+            ckpt_state,
+            {
+                **{
+                    k: st[k]
+                    for k in ("step", "epoch", "pos", "passes", "elapsed", "best_val", "best_epoch")
+                },
+                "optimizer": opt.state_dict(),
+                "rng": torch.get_rng_state(),
+                "hidden": hidden,
+            },
+        )
+
+    bar = tqdm(
+        total=cfg.max_steps or None,
+        initial=st["step"],
+        unit="step",
+        disable=not sys.stderr.isatty(),
+    )
+    interval_loss, interval_n, interval_t0, last_eval_s = 0.0, 0, time.time(), 0.0
+    stopped = None
+    model.train()
+    while stopped is None:
+        for pos, x, y in windows(train, cfg.bptt, st["pos"]):
+            st["passes_f"] = st["passes"] + pos / train.size(1)
+            lr = cfg.lr
+            if cfg.cosine:
+                lo = cfg.lr * cfg.min_lr_ratio
+                lr = lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * progress()))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            if state is not None:
+                state = tuple(s.detach() for s in state)  # truncate BPTT at the window edge
+            tuner.before_step(st["step"])
+            logits, state = model(x, state)  # (B, t, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B*t, V) vs (B*t,)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            tuner.after_step(st["step"])
+            st["step"] += 1
+            st["pos"] = pos + x.size(1)
+            st["elapsed"] = prior + time.time() - t0
+            interval_loss, interval_n = interval_loss + loss.item(), interval_n + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+
+            if cfg.max_steps and st["step"] >= cfg.max_steps:
+                stopped = "max_steps"
+            elif cfg.max_epochs and st["passes_f"] >= cfg.max_epochs:
+                stopped = "max_epochs"
+            elif budget_s and st["elapsed"] + last_eval_s >= budget_s:
+                stopped = "max_minutes"
+            if st["step"] % cfg.eval_every == 0 or stopped:
+                e0 = time.time()
+                val_loss = evaluate_lm(model, val, cfg.bptt)
+                last_eval_s = time.time() - e0
+                st["elapsed"] = prior + time.time() - t0
+                st["epoch"] += 1
+                seconds = time.time() - interval_t0
+                run.append_metrics(
+                    {
+                        "epoch": st["epoch"],
+                        "step": st["step"],
+                        "passes": round(st["passes_f"], 4),
+                        **lm_row("train", interval_loss / interval_n),
+                        **lm_row("val", val_loss),
+                        "lr": lr,
+                        "epoch_seconds": round(seconds, 2),
+                        "eval_seconds": round(last_eval_s, 2),
+                        "elapsed_seconds": round(st["elapsed"], 2),
+                        "chars_per_second": round(interval_n * x.numel() / seconds, 1),
+                        "threads": torch.get_num_threads(),
+                    }
+                )
+                if val_loss < st["best_val"]:
+                    st["best_val"], st["best_epoch"] = val_loss, st["epoch"]
+                    atomic_save_safetensors(
+                        run.weights_path, model.state_dict(), metadata={"epoch": str(st["epoch"])}
+                    )
+                save_checkpoint()
+                interval_loss, interval_n, interval_t0 = 0.0, 0, time.time()
+            if stopped:
+                break
+        else:  # a full pass: start the streams again from a fresh state
+            st["passes"], st["pos"], state = st["passes"] + 1, 0, None
+    bar.close()
+
+    rows = run.read_metrics()
+    best, last = rows[st["best_epoch"] - 1], rows[-1]
+    summary = {
+        "method": "charlm",
+        "stopped": stopped,
+        "best_epoch": st["best_epoch"],
+        **{f"best_{k}": best[k] for k in ("val_loss", "val_bpc", "val_ppl")},
+        **{f"final_{k}": last[k] for k in ("train_loss", "val_loss", "val_bpc", "val_ppl")},
+        "steps": st["step"],
+        "passes": last["passes"],
+        "train_chars_per_pass": chars_per_pass,
+        "val_chars": val.numel(),
+        "vocab_size": vocab.vocab_size,
+        **param_report(model),
+        "train_seconds": round(st["elapsed"], 2),
+        "process_wall_seconds": round(time.time() - wall0, 2),
+        "device": str(device),
+        "threads_max": tuner.counts[0],
+    }
+    run.write_summary(summary)
+    return summary
+
+
+def load_charlm(run_dir: str | Path, device: str = "cpu") -> CharLM:
+    """The best CharLM of a run directory, in eval mode."""
+    run = RunDir(run_dir)
+    if not run.weights_path.exists():
+        raise SlimtextError(
+            f"{run.path} has no model.safetensors; is it a finished `lm train` run?"
+        )
+    model = CharLM(
+        CharLMConfig(**run.read_json("model_config.json")),
+        CharLMVocab.load(run.path / "vocab.json"),
+    )
+    model.load_state_dict(load_safetensors(run.weights_path))
+    return model.to(device).eval()
+
+
+# --- character classification (standalone until it goes through train.loop)
+
+
+@dataclass
+class CharTaskTrainConfig(CharTaskConfig):
+    data: str = field(
+        default="tinyshakespeare", metadata={"help": "corpus name or path to a text file"}
+    )
+    out: str = field(default="runs/chartask", metadata={"help": "run directory to write"})
+    embed_dim: int = field(default=32, metadata={"help": "character embedding size"})
+    hidden_dim: int = field(default=128, metadata={"help": "LSTM hidden size"})
+    num_layers: int = field(default=1, metadata={"help": "stacked LSTM layers"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout"})
+    batch_size: int = field(default=64, metadata={"help": "examples per step"})
+    lr: float = field(default=3e-3, metadata={"help": "learning rate (AdamW)"})
+    epochs: int = field(default=3, metadata={"help": "passes over the train examples"})
+    max_minutes: float = field(default=5.0, metadata={"help": "time budget in minutes (0 = none)"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads (0 = torch default)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+
+
+@torch.no_grad()
+def _accuracy(model: CharClassifier, ids, mask, labels, batch: int = 512) -> tuple[float, float]:
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(labels), batch):
+        logits = model(ids[i : i + batch], mask[i : i + batch])  # (b, C)
+        loss += F.cross_entropy(logits, labels[i : i + batch], reduction="sum").item()
+        correct += (logits.argmax(-1) == labels[i : i + batch]).sum().item()
+    model.train()
+    n = max(1, len(labels))
+    return loss / n, correct / n
+
+
+def train_chartask(
+    cfg: CharTaskTrainConfig, argv: list[str] | None = None
+) -> tuple[CharClassifier, dict]:
+    """Train a CharClassifier on a character task; returns (best model, summary)."""
+    t0 = time.time()
+    device = resolve_device(cfg.device)
+    tuner = ThreadTuner(cfg.threads or torch.get_num_threads(), device.type == "cpu")
+    torch.manual_seed(cfg.seed)
+    labels = task_labels(cfg.task)
+    run = RunDir(cfg.out)
+    if run.exists():
+        raise SlimtextError(f"{run.path} already holds a run; choose another --out")
+    text = load_text(cfg.data)
+    splits = make_char_task(text, cfg)
+    vocab = CharLMVocab.from_text(text)  # characters only, no labels: the whole text is fine
+    mcfg = CharClassifierConfig(
+        vocab.vocab_size, len(labels), cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout
+    )
+    model = CharClassifier(mcfg, vocab, labels).to(device)
+    data = {}
+    for name, examples in splits.items():
+        ids, mask = model.encode_batch([t for t, _ in examples]) if examples else (None, None)
+        data[name] = (ids, mask, torch.tensor([y for _, y in examples], device=device))
+
+    run.create(asdict(cfg), argv)
+    vocab.save(run.path / "vocab.json")
+    run.write_json("model_config.json", asdict(mcfg))
+    run.write_json("labels.json", labels)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ids, mask, y = data["train"]
+    best_acc, best_epoch, stopped, step = -1.0, 0, "epochs", 0
+    for epoch in range(1, cfg.epochs + 1):
+        e0, total, n = time.time(), 0.0, 0
+        for idx in tqdm(
+            torch.randperm(len(y), generator=gen).split(cfg.batch_size),
+            desc=f"epoch {epoch}",
+            disable=not sys.stderr.isatty(),
+        ):
+            idx = idx.to(device)
+            tuner.before_step(step)
+            loss = F.cross_entropy(model(ids[idx], mask[idx]), y[idx])  # (b, C) vs (b,)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tuner.after_step(step)
+            step += 1
+            total, n = total + loss.item() * len(idx), n + len(idx)
+            if cfg.max_minutes and time.time() - t0 > cfg.max_minutes * 60:
+                stopped = "max_minutes"
+                break
+        dev_loss, dev_acc = _accuracy(model, *data["dev"])
+        run.append_metrics(
+            {
+                "epoch": epoch,
+                "train_loss": round(total / n, 5),
+                "dev_loss": round(dev_loss, 5),
+                "dev_accuracy": round(dev_acc, 5),
+                "epoch_seconds": round(time.time() - e0, 2),
+            }
+        )
+        if dev_acc > best_acc:
+            best_acc, best_epoch = dev_acc, epoch
+            atomic_save_safetensors(run.weights_path, model.state_dict())
+        if stopped != "epochs":
+            break
+    model.load_state_dict(load_safetensors(run.weights_path))
+    test_loss, test_acc = _accuracy(model, *data["test"])
+    test_y = data["test"][2]
+    majority = (
+        max((test_y == c).float().mean().item() for c in range(len(labels))) if len(test_y) else 0.0
+    )
+    summary = {
+        "method": "chartask",
+        "task": cfg.task,
+        "window": cfg.window,
+        "labels": labels,
+        "stopped": stopped,
+        "best_epoch": best_epoch,
+        "dev_accuracy": round(best_acc, 5),
+        "test_accuracy": round(test_acc, 5),
+        "test_loss": round(test_loss, 5),
+        "test_majority_baseline": round(majority, 5),
+        **{f"n_{k}": len(v) for k, v in splits.items()},
+        **param_report(model),
+        "train_seconds": round(time.time() - t0, 2),
+        "device": str(device),
+    }
+    run.write_summary(summary)
+    return model.eval(), summary
+
+
+def load_char_classifier(run_dir: str | Path, device: str = "cpu") -> CharClassifier:
+    run = RunDir(run_dir)
+    model = CharClassifier(
+        CharClassifierConfig(**run.read_json("model_config.json")),
+        CharLMVocab.load(run.path / "vocab.json"),
+        run.read_json("labels.json"),
+    )
+    model.load_state_dict(load_safetensors(run.weights_path))
+    return model.to(device).eval()

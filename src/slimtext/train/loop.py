@@ -1,0 +1,243 @@
+"""The one training loop. It knows nothing about a model beyond
+`model(input_ids, attention_mask) -> logits` and a loss `loss_fn(logits, batch) -> scalar`.
+
+Per epoch: length-bucketed batches (seeded by seed + epoch), AdamW/Adam/SGD/RMSprop, warm-up then
+linear decay, gradient clipping; then validation metrics appended to `metrics.jsonl`, the best
+weights kept by the chosen validation metric (early stopping with `patience`), and a checkpoint of
+the last completed epoch (weights, optimizer, scheduler, RNG) so `--resume` continues exactly
+where an interrupted run stopped. Under `torchrun`, DDP with gloo (CPU) or nccl (CUDA): every rank
+takes its share of the same global batch; rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from slimtext.data.batches import EncodedSplit, collate, eval_batches, train_batches
+from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.runs.rundir import (
+    RunDir,
+    atomic_save_safetensors,
+    atomic_torch_save,
+    load_safetensors,
+)
+from slimtext.train.losses import CrossEntropy
+from slimtext.train.metrics import PeakMemory, classification_metrics
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+METRICS = ("accuracy", "macro_f1", "mcc", "roc_auc", "loss")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = field(default=3, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=32, metadata={"help": "examples per optimizer step (global, across DDP ranks)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    optimizer: str = field(default="adamw", metadata={"help": "sgd, adam, adamw or rmsprop"})
+    weight_decay: float = field(default=0.01, metadata={"help": "decoupled (adamw) or L2 weight decay; never on biases/norms"})
+    momentum: float = field(default=0.9, metadata={"help": "momentum for sgd and rmsprop"})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of steps warming the lr up linearly from 0"})
+    schedule: str = field(default="linear", metadata={"help": "after warm-up: linear decay to 0, or constant"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: off)"})
+    early_stop_metric: str = field(default="macro_f1", metadata={"help": "validation metric that picks the best epoch"})
+    patience: int = field(default=0, metadata={"help": "stop after this many epochs without improvement (0: off)"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation, dropout and batch order"})
+    eval_batch_size: int = field(default=128, metadata={"help": "batch size for evaluation"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if present), cpu or cuda"})
+    threads: int = field(default=0, metadata={"help": "torch intra-op threads (0: torch's default)"})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random  # noqa: PLC0415
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UnknownNameError("optimizer", cfg.optimizer, list(OPTIMIZERS))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr)
+
+
+def make_scheduler(opt, cfg: TrainConfig, total_steps: int):
+    warm = int(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    if cfg.schedule not in ("linear", "constant"):
+        raise UnknownNameError("schedule", cfg.schedule, ["linear", "constant"])
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, split: EncodedSplit, batch_size: int = 128,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits (N, C) in the split's order; batches sorted by length so little is padded."""
+    was_training = model.training
+    model.eval()
+    out = [None] * len(split)
+    for idx in eval_batches(split.lengths, batch_size):
+        b = collate(split, idx)
+        logits = model(b["input_ids"].to(device), b["attention_mask"].to(device)).float().cpu()
+        for i, row in zip(idx.tolist(), logits):
+            out[i] = row
+    model.train(was_training)
+    return torch.stack(out)
+
+
+def evaluate(model, split: EncodedSplit, num_labels: int, batch_size: int = 128, device="cpu") -> tuple[dict, np.ndarray]:
+    """Metrics (loss, accuracy, macro-F1, MCC, ROC-AUC) and probabilities (N, C)."""
+    logits = predict_logits(model, split, batch_size, device)
+    loss = torch.nn.functional.cross_entropy(logits, split.labels).item()
+    probs = logits.softmax(-1).numpy()
+    return {"loss": loss, **classification_metrics(probs, split.labels.numpy(), num_labels)}, probs
+
+
+def _ddp() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: TrainConfig, run: RunDir,
+        num_labels: int, loss_fn: Callable | None = None, resume: bool = False, quiet: bool = False,
+        state_fn: Callable | None = None, load_fn: Callable | None = None) -> dict:
+    """Train; returns {'best_epoch', 'best_<metric>', 'train_seconds', 'peak_memory_mb', 'epochs_run'}.
+    The best epoch's weights (`state_fn(model)`, default the full state dict) end up in
+    `run.weights_path`; `load_fn(model, state)` puts such a state back (for --resume)."""
+    state_fn = state_fn or (lambda m: m.state_dict())
+    load_fn = load_fn or (lambda m, sd: m.load_state_dict(sd))
+    if cfg.early_stop_metric not in METRICS:
+        raise UnknownNameError("metric", cfg.early_stop_metric, list(METRICS))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rank, world = _ddp()
+    if cfg.batch_size % world:
+        raise SlimtextError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
+    device = resolve_device(cfg.device)
+    model.to(device)
+    loss_fn = (loss_fn or CrossEntropy()).to(device)
+    net = model
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    opt = make_optimizer(model, cfg)
+    steps_per_epoch = len(train_batches(train.lengths, cfg.batch_size, cfg.seed, 0, rank=rank, world=world))
+    sched = make_scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
+    sign = -1.0 if cfg.early_stop_metric == "loss" else 1.0
+    state = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "train_seconds": 0.0}
+
+    ckpt = run.checkpoint_dir
+    if resume and (ckpt / "state.pt").exists():
+        load_fn(model, load_safetensors(ckpt / "model.safetensors"))
+        saved = torch.load(ckpt / "state.pt", weights_only=True)
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["loop"]
+        if rank == 0:
+            run.write_metrics(run.read_metrics()[: state["epoch"]])  # drop a row past the checkpoint
+    elif resume:
+        raise SlimtextError(f"{run.path}: nothing to resume (no checkpoint/state.pt)")
+
+    show = not quiet and rank == 0 and sys.stderr.isatty()
+    with PeakMemory() as mem:
+        for epoch in range(state["epoch"], cfg.epochs):
+            net.train()
+            t0 = time.perf_counter()
+            batches = train_batches(train.lengths, cfg.batch_size, cfg.seed, epoch, rank=rank, world=world)
+            total, seen = 0.0, 0
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
+            for idx in bar:
+                b = {k: v.to(device) for k, v in collate(train, idx).items()}
+                loss = loss_fn(net(b["input_ids"], b["attention_mask"]), b)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+                seen += len(idx)
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+            train_loss = total / max(seen, 1)
+            if world > 1:  # mean over ranks, weighted by examples
+                t = torch.tensor([total, seen], dtype=torch.float64)
+                dist.all_reduce(t)
+                train_loss, seen = (t[0] / t[1]).item(), int(t[1].item())
+            epoch_seconds = time.perf_counter() - t0
+            state["train_seconds"] += epoch_seconds
+            state["epoch"] = epoch + 1
+            stop = rank == 0 and _end_of_epoch(model, dev, cfg, run, state, mem, num_labels, device, sign, opt,
+                                               sched, epoch, train_loss, seen, epoch_seconds, quiet, state_fn)
+            if world > 1:  # every rank stops together
+                flag = torch.tensor([int(stop)])
+                dist.broadcast(flag, 0)
+                stop = bool(flag.item())
+            if stop:
+                break
+    return {"best_epoch": state["best_epoch"], f"best_dev_{cfg.early_stop_metric}": sign * state["best"],
+            "train_seconds": round(state["train_seconds"], 3), "peak_memory_mb": mem.peak_mb,
+            "epochs_run": state["epoch"]}
+
+
+def _end_of_epoch(model, dev, cfg, run, state, mem, num_labels, device, sign, opt, sched, epoch,
+                  train_loss, seen, epoch_seconds, quiet, state_fn) -> bool:
+    """Rank 0: validate, keep the best weights, checkpoint, log. Returns True to stop early."""
+    dev_metrics, _ = evaluate(model, dev, num_labels, cfg.eval_batch_size, device)
+    score = dev_metrics[cfg.early_stop_metric]
+    score = -math.inf if score is None else sign * score
+    if score > state["best"]:
+        state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
+        atomic_save_safetensors(run.weights_path, state_fn(model))
+    else:
+        state["bad_epochs"] += 1
+    row = {"epoch": epoch + 1, "train_loss": train_loss, **{f"dev_{k}": v for k, v in dev_metrics.items()},
+           "epoch_seconds": round(epoch_seconds, 3), "examples_per_s": round(seen / epoch_seconds, 2),
+           "peak_memory_mb": mem.peak_mb, "lr": sched.get_last_lr()[0]}
+    ckpt = run.checkpoint_dir
+    atomic_save_safetensors(ckpt / "model.safetensors", state_fn(model))
+    atomic_torch_save(ckpt / "state.pt", {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                          "rng": torch.get_rng_state(), "loop": dict(state)})
+    run.append_metrics(row)
+    if not quiet:
+        print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  dev_loss {dev_metrics['loss']:.4f}  "
+              f"dev_acc {dev_metrics['accuracy']:.4f}  dev_f1 {dev_metrics['macro_f1']:.4f}  "
+              f"({epoch_seconds:.1f}s, {row['examples_per_s']:.0f} ex/s)", file=sys.stderr)
+    if os.environ.get("SLIMTEXT_KILL_AFTER_EPOCH") == str(epoch + 1):  # tests: a real SIGKILL
+        os.kill(os.getpid(), signal.SIGKILL)
+    return bool(cfg.patience and state["bad_epochs"] >= cfg.patience)

@@ -1,0 +1,46 @@
+"""Losses as small modules. Each is called as `loss(logits, batch) -> scalar`, where `batch` is
+the dict from `slimtext.data.batches.collate` (`labels`, `index`, ...)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CrossEntropy(nn.Module):
+    def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(logits, batch["labels"])
+
+
+class KDLoss(nn.Module):
+    """Soft-target knowledge distillation (Hinton, Vinyals & Dean 2015):
+
+        alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y)
+
+    Why T^2: the gradient of the softened KL term with respect to the student's logits scales as
+    1/T^2 (each softmax divides the logits by T, and the soft targets flatten as T grows), so
+    multiplying by T^2 keeps the soft term's gradient magnitude comparable to the hard-label term's
+    whatever T is chosen, and alpha keeps its meaning as a mixing weight.
+
+    `teacher_logits` (N, C) are the teacher's cached logits for the whole training split; the batch's
+    `index` picks its rows, so the teacher never runs during student training.
+    """
+
+    def __init__(self, teacher_logits: torch.Tensor, alpha: float = 0.5, temperature: float = 2.0):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.register_buffer("teacher_logits", teacher_logits.float(), persistent=False)
+        self.alpha, self.T = alpha, temperature
+
+    def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        ce = F.cross_entropy(logits, batch["labels"])
+        if self.alpha == 0.0:
+            return ce
+        t = self.teacher_logits[batch["index"].to(self.teacher_logits.device)].to(logits.device)
+        kl = F.kl_div(F.log_softmax(logits / self.T, -1), F.log_softmax(t / self.T, -1),
+                      reduction="batchmean", log_target=True)
+        return self.alpha * self.T**2 * kl + (1 - self.alpha) * ce

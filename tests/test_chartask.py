@@ -1,0 +1,121 @@
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from slimtext.cli_lm import app
+from slimtext.data.chartask import (
+    CharTaskConfig,
+    load_text,
+    make_char_task,
+    next_is_vowel,
+    tinyshakespeare_path,
+)
+from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.runs.rundir import RunDir
+from slimtext.train.lm import CharTaskTrainConfig, load_char_classifier, train_chartask
+
+CORPUS = "banana bread is nice. apples are sweet. " * 30
+
+
+def test_next_is_vowel_hand_example():
+    # next chars: 'c' (consonant), ' ' (skipped), 'd' (consonant), 'E' (vowel), '!' (skipped), 'y'
+    assert next_is_vowel("abc dE!y", 2) == [("ab", 0), ("c ", 0), (" d", 1), ("E!", 0)]
+    assert next_is_vowel("xAxixOxu", 1) == [
+        ("x", 1),
+        ("A", 0),
+        ("x", 1),
+        ("i", 0),
+        ("x", 1),
+        ("O", 0),
+        ("x", 1),
+    ]
+
+
+def test_splits_are_contiguous_held_out_and_capped():
+    text = "xa" * 40 + "yo" * 5 + "zu" * 5  # train region 0..80, dev 80..90, test 90..100
+    splits = make_char_task(text, CharTaskConfig(window=3, max_train=0, max_eval=0))
+    assert {c for t, _ in splits["train"] for c in t} == {"x", "a"}
+    assert {c for t, _ in splits["dev"] for c in t} == {"y", "o"}
+    assert {c for t, _ in splits["test"] for c in t} == {"z", "u"}
+    assert len(splits["train"]) == 80 - 3 and len(splits["dev"]) == 10 - 3
+    capped = make_char_task(text, CharTaskConfig(window=3, max_train=20, max_eval=2, seed=1))
+    again = make_char_task(text, CharTaskConfig(window=3, max_train=20, max_eval=2, seed=1))
+    assert capped == again and len(capped["train"]) == 20 and len(capped["test"]) == 2
+    assert all(ex in splits["train"] for ex in capped["train"])
+
+
+def test_unknown_task_and_missing_corpus(tmp_path):
+    with pytest.raises(UnknownNameError, match="next-is-vowel"):
+        make_char_task(CORPUS, CharTaskConfig(task="next-is-vowl"))
+    with pytest.raises(UnknownNameError, match="tinyshakespeare"):
+        load_text(str(tmp_path / "nope.txt"))
+
+
+def test_tinyshakespeare_path_uses_slimtext_data(tmp_path, monkeypatch):
+    (tmp_path / "tinyshakespeare").mkdir()
+    (tmp_path / "tinyshakespeare" / "input.txt").write_text("First Citizen:\n", encoding="utf-8")
+    monkeypatch.setenv("SLIMTEXT_DATA", str(tmp_path))
+    assert tinyshakespeare_path() == tmp_path / "tinyshakespeare" / "input.txt"
+    assert load_text("tinyshakespeare") == "First Citizen:\n"
+    monkeypatch.setenv("SLIMTEXT_DATA", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    try:
+        tinyshakespeare_path()  # may still be found next to the repository
+    except SlimtextError as e:
+        assert "SLIMTEXT_DATA" in str(e)
+
+
+def test_char_classifier_trains_and_predicts(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    cfg = CharTaskTrainConfig(
+        data=str(corpus),
+        out=str(tmp_path / "run"),
+        window=6,
+        epochs=3,
+        embed_dim=8,
+        hidden_dim=24,
+        batch_size=16,
+        lr=1e-2,
+        threads=1,
+    )
+    model, summary = train_chartask(cfg, argv=["test"])
+    assert (
+        summary["test_accuracy"] > summary["test_majority_baseline"]
+    )  # repetitive text: learnable
+    assert model.predict("bread ") in ("consonant", "vowel")
+    proba = model.predict_proba(["nice. ", "is", "banana"])  # (3, 2), varied lengths are padded
+    torch.testing.assert_close(proba.sum(1), torch.ones(3))
+    torch.testing.assert_close(proba[1], model.predict_proba(["is"])[0], atol=1e-5, rtol=0)
+    ids, mask = model.encode_batch(["ban", "banana"])
+    assert model(ids, mask).shape == (2, 2) and model.classifier.out_features == 2
+    loaded = load_char_classifier(cfg.out)
+    torch.testing.assert_close(loaded.predict_proba(["nice. "]), model.predict_proba(["nice. "]))
+    assert len(RunDir(cfg.out).read_metrics()) == 3
+
+
+def test_cli_chartask(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    args = [
+        "chartask",
+        "--task",
+        "next-is-vowel",
+        "--window",
+        "5",
+        "--data",
+        str(corpus),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--hidden-dim",
+        "8",
+        "--threads",
+        "1",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output
+    result = CliRunner().invoke(app, ["chartask", "--task", "nope", "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and "unknown task" in result.output

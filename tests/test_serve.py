@@ -1,0 +1,353 @@
+"""The web app and JSON API, driven through FastAPI's TestClient with a keyword predictor."""
+
+import sys
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from slimtext.errors import SlimtextError
+from slimtext.serve.app import Classifier, app_from_env, create_app, create_app_from_run, serve
+
+TOXIC_WORDS = {"hate", "idiot", "stupid"}
+
+
+class KeywordPredictor:
+    """Stands in for slimtext.predict's Predictor: 'toxic' when a rude word appears."""
+
+    labels = ["not toxic", "toxic"]
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        rude = [any(w in t.lower() for w in TOXIC_WORDS) for t in texts]
+        return np.array([[0.1, 0.9] if r else [0.8, 0.2] for r in rude])  # (N, 2)
+
+
+class ThreeWay:
+    labels = ["negative", "neutral", "positive"]
+
+    def predict_proba(self, texts):
+        return np.tile([0.2, 0.1, 0.7], (len(texts), 1))  # (N, 3)
+
+
+MAX_CHARS, MAX_BATCH = 100, 8
+
+
+@pytest.fixture
+def predictor():
+    return KeywordPredictor()
+
+
+@pytest.fixture
+def client(predictor):
+    app = create_app(predictor, max_chars=MAX_CHARS, max_batch=MAX_BATCH, model_name="keywords")
+    return TestClient(app)
+
+
+def assert_still_serving(client):
+    r = client.post("/api/classify", json={"text": "I hate you"})
+    assert r.status_code == 200, r.text
+    assert r.json()["label"] == "toxic"
+
+
+# ---- happy paths ----------------------------------------------------------------------------
+
+
+def test_classify_one(client):
+    r = client.post("/api/classify", json={"text": "I hate you"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["label"] == "toxic"
+    assert body["probabilities"] == pytest.approx({"not toxic": 0.1, "toxic": 0.9})
+    assert body["latency_ms"] >= 0
+
+    body = client.post("/api/classify", json={"text": "Have a lovely day"}).json()
+    assert body["label"] == "not toxic"
+
+
+def test_classify_batch_is_one_model_call(client, predictor):
+    texts = ["I hate you", "nice", "you idiot", "thanks"]
+    r = client.post("/api/classify/batch", json={"texts": texts})
+    assert r.status_code == 200
+    body = r.json()
+    assert [res["label"] for res in body["results"]] == ["toxic", "not toxic", "toxic", "not toxic"]
+    assert body["latency_ms"] >= 0
+    assert predictor.calls == 1
+
+
+def test_batch_at_the_limit(client):
+    r = client.post("/api/classify/batch", json={"texts": ["x"] * MAX_BATCH})
+    assert r.status_code == 200
+    assert len(r.json()["results"]) == MAX_BATCH
+
+
+def test_generic_labels():
+    client = TestClient(create_app(ThreeWay()))
+    body = client.post("/api/classify", json={"text": "fine"}).json()
+    assert body["label"] == "positive"
+    assert set(body["probabilities"]) == {"negative", "neutral", "positive"}
+    page = client.post("/", data={"text": "fine"}).text
+    assert ">positive</span>" in page and "70.0%" in page
+    assert client.get("/healthz").json()["model"] == "ThreeWay"
+
+
+def test_healthz(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {
+        "status": "ok",
+        "model": "keywords",
+        "backend": None,
+        "labels": ["not toxic", "toxic"],
+        "max_chars": MAX_CHARS,
+        "max_batch": MAX_BATCH,
+    }
+
+
+def test_openapi_schema_and_docs(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/api/classify", "/api/classify/batch", "/healthz"} <= set(schema["paths"])
+    classify = schema["paths"]["/api/classify"]["post"]
+    assert {"200", "400", "413", "422"} <= set(classify["responses"])
+    assert "ClassifyRequest" in schema["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+# ---- the page -------------------------------------------------------------------------------
+
+
+def test_page_get(client):
+    r = client.get("/")
+    assert r.status_code == 200
+    html = r.text
+    assert '<form id="classify-form" method="post"' in html
+    assert 'name="text"' in html and "keywords" in html
+    assert 'id="result" class="result" aria-live="polite" hidden' in html
+    assert "/static/style.css" in html and "/static/app.js" in html
+    assert "http://" not in html and "https://" not in html  # no CDN: works offline
+    assert client.get("/static/style.css").status_code == 200
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_example_link_fills_box_without_js(client):
+    html = client.get("/", params={"text": "I hate you"}).text
+    assert ">I hate you</textarea>" in html
+    assert 'href="/?text=I%20hate%20you"' in html
+
+
+def test_form_post_renders_result(client):
+    r = client.post("/", data={"text": "I hate you"})
+    assert r.status_code == 200
+    html = r.text
+    assert 'data-label="toxic">toxic</span>' in html
+    assert '<span id="result-prob" class="prob">90.0%</span>' in html
+    assert "width: 10.0%" in html and "width: 90.0%" in html  # one bar per label
+    assert ">I hate you</textarea>" in html  # the text stays in the box
+    assert 'id="result" class="result" aria-live="polite" >' in html  # not hidden
+
+
+@pytest.mark.parametrize(
+    "text, status, message",
+    [("", 422, "text is empty"), ("   ", 422, "text is empty"), ("a" * 101, 413, "limit is 100")],
+)
+def test_form_post_bad_text_shows_error(client, text, status, message):
+    r = client.post("/", data={"text": text})
+    assert r.status_code == status
+    assert message in r.text and 'role="alert" >' in r.text
+    assert_still_serving(client)
+
+
+def test_form_post_escapes_html(client):
+    html = client.post("/", data={"text": "<script>alert(1)</script>"}).text
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+# ---- bad input: each a 4xx with {"error": ...} naming the problem, then still serving --------
+
+JSON = {"Content-Type": "application/json"}
+
+
+def chunked_body():  # no Content-Length: counted while it is read
+    yield b'{"text": "'
+    for _ in range(200):
+        yield b"a" * 5000
+    yield b'"}'
+
+
+BAD_SINGLE = {
+    "empty text": (dict(json={"text": ""}), 422, "text is empty"),
+    "whitespace only": (dict(json={"text": " \n\t "}), 422, "text is empty"),
+    "missing field": (dict(json={}), 422, "text: field required"),
+    "misspelt field": (dict(json={"txt": "hi"}), 422, "txt: unknown field"),
+    "wrong type": (dict(json={"text": 5}), 422, "text: Input should be a valid string"),
+    "null text": (dict(json={"text": None}), 422, "text: Input should be a valid string"),
+    "body not an object": (dict(json=["hi"]), 422, "request body must be a JSON object"),
+    "no body": (dict(headers=JSON), 422, "request body is missing"),
+    "no content type": (dict(content=b'{"text": "hi"}'), 422, "Content-Type: application/json"),
+    "text too long": (
+        dict(json={"text": "a" * 101}),
+        413,
+        "text has 101 characters; the limit is 100",
+    ),
+    "malformed JSON": (dict(content=b'{"text": "hi"', headers=JSON), 400, "malformed JSON"),
+    "non-UTF-8 body": (dict(content=b'{"text": "caf\xe9"}', headers=JSON), 400, "not valid UTF-8"),
+    "huge body": (
+        dict(content=b'{"text": "' + b"a" * 1_000_000 + b'"}', headers=JSON),
+        413,
+        "request body is too large",
+    ),
+    "huge chunked body": (
+        dict(content=chunked_body, headers=JSON),
+        413,
+        "request body is too large",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SINGLE), ids=list(BAD_SINGLE))
+def test_bad_single_input(client, case):
+    kwargs, status, message = BAD_SINGLE[case]
+    if callable(kwargs.get("content")):  # a fresh generator per run
+        kwargs = {**kwargs, "content": kwargs["content"]()}
+    r = client.post("/api/classify", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert message in r.json()["error"]
+    assert_still_serving(client)
+
+
+BAD_BATCH = {
+    "empty batch": ({"texts": []}, 422, "texts is empty"),
+    "batch over limit": (
+        {"texts": ["x"] * (MAX_BATCH + 1)},
+        413,
+        "texts has 9 items; the limit is 8",
+    ),
+    "missing texts": ({"text": "hi"}, 422, "texts: field required"),
+    "texts not a list": ({"texts": "hi"}, 422, "texts: Input should be a valid list"),
+    "item wrong type": ({"texts": ["ok", 3]}, 422, "texts[1]: Input should be a valid string"),
+    "item empty": ({"texts": ["ok", "  "]}, 422, "texts[1] is empty"),
+    "item too long": ({"texts": ["ok", "b" * 101]}, 413, "texts[1] has 101 characters"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BATCH), ids=list(BAD_BATCH))
+def test_bad_batch_input(client, predictor, case):
+    body, status, message = BAD_BATCH[case]
+    r = client.post("/api/classify/batch", json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert predictor.calls == 0  # rejected before the model runs
+    assert_still_serving(client)
+
+
+def test_unknown_path_and_method(client):
+    r = client.get("/nope")
+    assert r.status_code == 404 and r.json() == {"error": "not found: /nope"}
+    r = client.get("/api/classify")
+    assert r.status_code == 405 and "method GET not allowed" in r.json()["error"]
+    assert_still_serving(client)
+
+
+def test_broken_predictor_is_a_json_500():
+    class Broken:
+        labels = ["a", "b"]
+
+        def predict_proba(self, texts):
+            return np.zeros((len(texts), 3))  # wrong number of labels
+
+    client = TestClient(create_app(Broken()), raise_server_exceptions=False)
+    r = client.post("/api/classify", json={"text": "hi"})
+    assert r.status_code == 500
+    assert "internal error" in r.json()["error"]
+    assert client.get("/healthz").status_code == 200
+
+
+# ---- concurrency ----------------------------------------------------------------------------
+
+
+class SlowCounting:
+    labels = ["a", "b"]
+
+    def __init__(self, thread_safe: bool):
+        self.thread_safe = thread_safe
+        self.active = self.peak = 0
+        self.guard = threading.Lock()
+
+    def predict_proba(self, texts):
+        with self.guard:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(0.02)
+        with self.guard:
+            self.active -= 1
+        return np.full((len(texts), 2), 0.5)  # (N, 2)
+
+
+@pytest.mark.parametrize("thread_safe, expect_overlap", [(False, False), (True, True)])
+def test_lock_covers_one_call_unless_thread_safe(thread_safe, expect_overlap):
+    predictor = SlowCounting(thread_safe)
+    clf = Classifier(predictor, max_chars=10, max_batch=4)
+    threads = [threading.Thread(target=clf.predict, args=(["x"],)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (predictor.peak > 1) == expect_overlap
+
+
+# ---- loading from a run directory (slimtext.predict replaced by a stand-in) ------------------
+
+
+@pytest.fixture
+def fake_predict_module(monkeypatch):
+    loaded = []
+
+    def load_predictor(run_dir):
+        loaded.append(run_dir)
+        return KeywordPredictor()
+
+    module = types.ModuleType("slimtext.predict")
+    module.load_predictor = load_predictor
+    monkeypatch.setitem(sys.modules, "slimtext.predict", module)
+    return loaded
+
+
+def test_create_app_from_run(tmp_path, fake_predict_module):
+    run = tmp_path / "davidson-tiny"
+    run.mkdir()
+    client = TestClient(create_app_from_run(run, max_chars=20))
+    assert fake_predict_module == [run]  # loaded once, at start-up
+    assert client.get("/healthz").json()["model"] == "davidson-tiny"
+    assert client.post("/api/classify", json={"text": "a" * 21}).status_code == 413
+    assert client.post("/api/classify", json={"text": "I hate you"}).json()["label"] == "toxic"
+
+
+def test_app_from_env(tmp_path, monkeypatch, fake_predict_module):
+    monkeypatch.setenv("SLIMTEXT_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("SLIMTEXT_MAX_BATCH", "2")
+    monkeypatch.setenv("SLIMTEXT_MODEL_NAME", "from-env")
+    client = TestClient(app_from_env())
+    assert client.get("/healthz").json()["model"] == "from-env"
+    r = client.post("/api/classify/batch", json={"texts": ["a", "b", "c"]})
+    assert r.status_code == 413
+    monkeypatch.setenv("SLIMTEXT_MAX_BATCH", "many")
+    with pytest.raises(SlimtextError, match="SLIMTEXT_MAX_BATCH='many' is not an integer"):
+        app_from_env()
+    monkeypatch.delenv("SLIMTEXT_RUN_DIR")
+    with pytest.raises(SlimtextError, match="set SLIMTEXT_RUN_DIR"):
+        app_from_env()
+
+
+def test_serve_rejects_missing_run_dir(tmp_path):
+    with pytest.raises(SlimtextError, match="needs a run directory"):
+        serve(None)
+    with pytest.raises(SlimtextError, match="does not exist"):
+        serve(tmp_path / "nope")

@@ -17,7 +17,7 @@ from slimtext.errors import OfflineError, SlimtextError
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SLIMTEXT_CACHE", Path.home() / ".cache" / "slimtext"))
+    return Path(os.environ.get("SLIMTEXT_CACHE") or Path.home() / ".cache" / "slimtext").expanduser()
 
 
 @dataclass(frozen=True)

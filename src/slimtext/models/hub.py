@@ -17,7 +17,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import shutil
 import site
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from torch import nn
 
+from slimtext.data.sources import cache_dir
 from slimtext.errors import OfflineError, SlimtextError, UnknownNameError
 
 RNN_MODELS = ("rnn", "lstm", "gru")
@@ -38,8 +38,8 @@ FAMILIES = {"bert": "bert", "mpnet": "mpnet", "gpt2": "gpt2"}  # config.json mod
 
 
 def cache_root() -> Path:
-    """`$SLIMTEXT_CACHE`, default `~/.cache/slimtext`."""
-    return Path(os.environ.get("SLIMTEXT_CACHE") or "~/.cache/slimtext").expanduser()
+    """`$SLIMTEXT_CACHE`, default `~/.cache/slimtext` (one definition: `data.sources.cache_dir`)."""
+    return cache_dir()
 
 
 def extract_split_zip(parts: list[Path], sha256: str, dest: Path) -> Path:

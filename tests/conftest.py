@@ -1,0 +1,49 @@
+"""Shared fixtures: the real datasets beside the checkout, an isolated cache, tiny CSV data."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SLIMTEXT_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "README.md").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the real datasets at {SHARED_DATA}")
+        pytest.skip(f"real datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own cache, so saved splits or logits never leak between tests; the
+    extracted mpnet checkpoint is shared through SLIMTEXT_MODEL_CACHE when set."""
+    monkeypatch.setenv("SLIMTEXT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("SLIMTEXT_DATA", str(SHARED_DATA))
+
+
+def write_tiny_csv(path: Path, n: int = 300, seed: int = 0) -> Path:
+    """A separable two-class toy corpus: 'good ...' vs 'bad ...' sentences with noise words."""
+    rng = random.Random(seed)
+    noise = "the a movie film plot actor scene really quite very".split()
+    lines = ["text,label"]
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        cue = rng.choice(["good", "great", "fine"] if label == "pos" else ["bad", "awful", "poor"])
+        words = [rng.choice(noise) for _ in range(rng.randint(3, 8))]
+        words.insert(rng.randint(0, len(words)), cue)
+        lines.append(f"{' '.join(words)},{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_csv(tmp_path) -> Path:
+    return write_tiny_csv(tmp_path / "tiny.csv")

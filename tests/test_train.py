@@ -1,0 +1,146 @@
+"""The training loop and run directories, on tiny models and a tiny CSV: summary contents,
+parameter counts, atomic writes, resume after a real SIGKILL, optimizers, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from slimtext.config import RunConfig, apply_overrides
+from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.runs.rundir import RunDir, atomic_write_text
+from slimtext.train.finetune import prepare, train
+
+TIMING = {"epoch_seconds", "examples_per_s", "peak_memory_mb"}
+
+
+def tiny_cfg(csv, **train) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.data = str(csv)
+    cfg.rnn.embed_dim, cfg.rnn.hidden_dim = 16, 16
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.threads = 3, 16, 0.02, 1
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def test_train_writes_a_complete_run(tiny_csv, tmp_path):
+    s = train(tiny_cfg(tiny_csv), out=tmp_path / "run", quiet=True)
+    run = RunDir(tmp_path / "run")
+    for name in ("config.yaml", "command.txt", "metrics.jsonl", "summary.json", "model.safetensors",
+                 "labels.json", "splits.json", "tokenizer/tokenizer_meta.json", "checkpoint/state.pt"):
+        assert (run.path / name).exists(), name
+    rows = run.read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert {"train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "dev_mcc", "dev_roc_auc"} <= set(rows[0])
+    assert s["test"]["accuracy"] > 0.8  # the toy task is separable by one cue word
+    assert not list(run.path.glob("**/*.tmp"))
+    model = prepare(tiny_cfg(tiny_csv)).model
+    assert s["total_params"] == sum(p.numel() for p in model.parameters())
+    assert s["trainable_params"] == s["total_params"]
+
+
+def test_head_method_counts_only_the_head(tiny_csv, tmp_path):
+    cfg = tiny_cfg(tiny_csv, epochs=1)
+    cfg.model.method = "head"
+    s = train(cfg, out=tmp_path / "run", quiet=True)
+    p = prepare(cfg)
+    assert s["trainable_params"] == sum(q.numel() for q in p.model.classifier.parameters())
+    assert s["total_params"] == sum(q.numel() for q in p.model.parameters())
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "slimtext", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_csv, tmp_path):
+    args = ["train", "--data", str(tiny_csv), "--rnn-embed-dim", "16", "--rnn-hidden-dim", "16", "--epochs", "3",
+            "--batch-size", "16", "--lr", "0.02", "--threads", "1", "--quiet"]
+    full = _cli(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    killed = _cli(*args, "--out", str(tmp_path / "killed"), env={"SLIMTEXT_KILL_AFTER_EPOCH": "1"})
+    assert killed.returncode == -9  # a real SIGKILL right after epoch 1 was written
+    run = RunDir(tmp_path / "killed")
+    assert len(run.read_metrics()) == 1 and not run.is_finished()
+    resumed = _cli("train", "--resume", str(tmp_path / "killed"), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = RunDir(tmp_path / "full"), run
+    assert _strip(a.read_metrics()) == _strip(b.read_metrics())
+    assert a.read_summary()["test"] == b.read_summary()["test"]
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a.weights_path), load_file(b.weights_path)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_refuses_to_overwrite_and_says_how_to_resume(tiny_csv, tmp_path):
+    cfg = tiny_cfg(tiny_csv, epochs=1)
+    train(cfg, out=tmp_path / "r", quiet=True)
+    with pytest.raises(SlimtextError, match="already holds a finished run"):
+        train(cfg, out=tmp_path / "r", quiet=True)
+    (tmp_path / "r" / "summary.json").unlink()
+    with pytest.raises(SlimtextError, match="--resume"):
+        train(cfg, out=tmp_path / "r", quiet=True)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw", "rmsprop"])
+def test_every_optimizer_trains(tiny_csv, tmp_path, opt):
+    lr = {"sgd": 0.1, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.005}[opt]
+    s = train(tiny_cfg(tiny_csv, optimizer=opt, lr=lr, epochs=4), out=tmp_path / opt, quiet=True)
+    rows = RunDir(tmp_path / opt).read_metrics()
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert s["test"]["accuracy"] > 0.6
+
+
+def test_unknown_optimizer_lists_valid_names(tiny_csv, tmp_path):
+    with pytest.raises(UnknownNameError, match="unknown optimizer 'adamx'; valid optimizers: adam, adamw, rmsprop, sgd"):
+        train(tiny_cfg(tiny_csv, optimizer="adamx"), out=tmp_path / "r", quiet=True)
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_atomic_write_leaves_old_file_on_crash(tmp_path):
+    target = tmp_path / "f.txt"
+    atomic_write_text(target, "old")
+
+    with pytest.raises(TypeError):
+        atomic_write_text(target, 123)  # fails inside the write
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_overrides_and_config_errors():
+    d = apply_overrides({}, ["train.lr=0.5", "epochs=2", "lora.rslora=true"])
+    assert d == {"train": {"lr": 0.5, "epochs": 2}, "lora": {"rslora": True}}
+    with pytest.raises(SlimtextError, match="unknown"):
+        apply_overrides({}, ["train.lrr=1"])
+    with pytest.raises(SlimtextError, match="unknown key"):
+        RunConfig.from_dict({"train": {"nope": 1}})
+
+
+def test_cli_train_predict_evaluate(tiny_csv, tmp_path):
+    out = tmp_path / "run"
+    r = _cli("train", "--data", str(tiny_csv), "--epochs", "3", "--rnn-hidden-dim", "16", "--lr", "0.02",
+             "--threads", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "macro-F1" in r.stdout and "test" in r.stdout
+    p = _cli("predict", str(out), "a really good movie", "an awful plot")
+    assert p.returncode == 0, p.stderr
+    assert [line.split("\t")[0] for line in p.stdout.splitlines()] == ["pos", "neg"]
+    e = _cli("evaluate", str(out), "--split", "test")
+    assert json.loads(e.stdout)["accuracy"] == RunDir(out).read_summary()["test"]["accuracy"]
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    r = _cli("train", "--data", "davidsn", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2
+    assert "error: unknown dataset 'davidsn'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()

@@ -47,3 +47,25 @@ def write_tiny_csv(path: Path, n: int = 300, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_csv(tmp_path) -> Path:
     return write_tiny_csv(tmp_path / "tiny.csv")
+
+
+TINY_WORDS = "the a movie film plot actor scene really quite very good great fine bad awful poor".split()
+
+
+def write_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """A random 2-layer BERT in Hugging Face format with a word-level vocab.txt covering the tiny CSV."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_WORDS
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                     intermediate_size=2 * hidden, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_bert(tmp_path) -> Path:
+    return write_tiny_bert(tmp_path / "tiny-bert")

@@ -8,7 +8,14 @@ from slimtext.cli_lm import app
 from slimtext.errors import SlimtextError
 from slimtext.models.charlm import CharLM, CharLMConfig, CharLMVocab, UnknownCharError
 from slimtext.runs.rundir import RunDir
-from slimtext.train.lm import LMTrainConfig, load_charlm, make_streams, train_lm, windows
+from slimtext.train.lm import (
+    LMTrainConfig,
+    ThreadTuner,
+    load_charlm,
+    make_streams,
+    train_lm,
+    windows,
+)
 
 CORPUS = "the cat sat on the mat. " * 40
 
@@ -192,3 +199,26 @@ def test_cli_train_sample_score(tmp_path):
     bad.write_text("the Zoo", encoding="utf-8")
     result = runner.invoke(app, ["score", run, str(bad)])
     assert result.exit_code == 2 and "not in the vocabulary" in result.output
+
+
+def test_thread_tuner_keeps_the_faster_count():
+    cost = {2: 5.0, 1: 1.0}  # seconds per step: two threads fighting other processes for 2 cores
+    now = [0.0]
+
+    def clock():  # advances by the cost of the current thread count on every second call
+        now.append(now[-1] + (cost[torch.get_num_threads()] if len(now) % 2 == 0 else 0.0))
+        return now[-1]
+
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(2, probe=2, every=4, clock=clock)
+        seen = []
+        for _ in range(12):
+            tuner.before_step()
+            seen.append(torch.get_num_threads())
+            tuner.after_step()
+        # probe 2, 2, 1, 1 -> keep 1 for `every` steps -> probe again
+        assert seen[:10] == [2, 2, 1, 1, 1, 1, 1, 1, 2, 2]
+        assert ThreadTuner(2, enabled=False).counts == [2]
+    finally:
+        torch.set_num_threads(before)

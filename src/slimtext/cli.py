@@ -77,10 +77,38 @@ def train_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set:
               resume: Annotated[Path | None, typer.Option(help="continue this interrupted run directory")] = None,
               quiet: bool = False):
     """Train one classifier and print its test metrics. Writes a run directory."""
+    from slimtext.train import ddp  # noqa: PLC0415
     from slimtext.train.finetune import train  # noqa: PLC0415
 
-    summary = train(cfg, out=resume or out, resume=resume is not None, quiet=quiet)
-    print_summary(summary)
+    ddp.init_from_env()  # a no-op unless launched by torchrun with several processes
+    main_rank = ddp.is_main()
+    try:
+        summary = train(cfg, out=resume or out, resume=resume is not None, quiet=quiet)
+    finally:
+        ddp.cleanup()
+    if main_rank:
+        print_summary(summary)
+
+
+@app.command("distill")
+@with_config_options("data", "model", "rnn", "lora", "train", "distill")
+def distill_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set: SetOpt = None,
+                resume: Annotated[Path | None, typer.Option(help="continue this interrupted distillation run")] = None,
+                quiet: bool = False):
+    """Distil a fine-tuned teacher run (--teacher RUN) into a layer-selected transformer student
+    (--student-layers odd|even|first|last|1,3,5; 1-based) or an RNN (--student lstm: DistilRNN).
+    The teacher's logits are computed once per teacher and split, cached, and reused."""
+    from slimtext.train import ddp  # noqa: PLC0415
+    from slimtext.train.distill import distill  # noqa: PLC0415
+
+    ddp.init_from_env()
+    main_rank = ddp.is_main()
+    try:
+        summary = distill(cfg, out=resume or out, resume=resume is not None, quiet=quiet)
+    finally:
+        ddp.cleanup()
+    if main_rank:
+        print_summary(summary)
 
 
 def print_summary(s: dict) -> None:

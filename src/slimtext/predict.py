@@ -1,5 +1,14 @@
 """Load a finished run directory as a `Predictor`: `labels` and `predict_proba(texts) -> (N, C)`.
-Used by `slimtext predict`, `slimtext evaluate` and the web app."""
+Used by `slimtext predict`, `slimtext evaluate` and the web app.
+
+`load_predictor(run, backend=...)` chooses the inference engine:
+  torch       (default) eager PyTorch, fp32, the run's own weights
+  torch-int8  eager PyTorch with every nn.Linear dynamically quantized to int8 (CPU)
+  onnx        ONNX Runtime on run/model.onnx       (`slimtext export RUN --onnx`)
+  onnx-int8   ONNX Runtime on run/model.int8.onnx  (`slimtext export RUN --onnx --int8`)
+  auto        onnx-int8 if that file exists, else onnx if model.onnx exists, else torch
+Every predictor has `.backend` naming the engine it runs on.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +19,18 @@ import torch
 
 from slimtext.config import RunConfig
 from slimtext.data.batches import EncodedSplit
-from slimtext.errors import SlimtextError
+from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.models.registry import apply_method, build_classifier, build_tokenizer
 from slimtext.runs.rundir import RunDir, load_safetensors
 from slimtext.train.finetune import load_weights
 from slimtext.train.loop import predict_logits
 
+BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8", "auto")
+
 
 class Predictor:
+    backend = "torch"
+
     def __init__(self, model: torch.nn.Module, tokenizer, labels: list[str], name: str = "", batch_size: int = 64):
         self.model, self.tokenizer, self.labels, self.name = model.eval(), tokenizer, labels, name
         self.batch_size = batch_size
@@ -44,6 +57,23 @@ def load_model(run_dir: str | Path) -> tuple[torch.nn.Module, object, RunConfig,
     return model.eval(), tokenizer, cfg, labels
 
 
-def load_predictor(run_dir: str | Path) -> Predictor:
+def load_predictor(run_dir: str | Path, backend: str = "torch"):
+    """A predictor for a finished run (or an export folder) on the chosen backend (see above)."""
+    from slimtext.onnx_predictor import INT8_FILE, ONNX_FILE, OnnxPredictor  # noqa: PLC0415
+
+    if backend not in BACKENDS:
+        raise UnknownNameError("backend", backend, list(BACKENDS))
+    if backend == "auto":
+        backend = next((b for b, f in (("onnx-int8", INT8_FILE), ("onnx", ONNX_FILE))
+                        if (Path(run_dir) / f).exists()), "torch")
+    if backend in ("onnx", "onnx-int8"):
+        return OnnxPredictor(run_dir, int8=backend == "onnx-int8")
     model, tokenizer, cfg, labels = load_model(run_dir)
-    return Predictor(model, tokenizer, labels, name=f"{cfg.model.model}/{cfg.model.method} ({Path(run_dir).name})")
+    if backend == "torch-int8":
+        from slimtext.export import torch_int8  # noqa: PLC0415
+
+        model = torch_int8(model)
+    predictor = Predictor(model, tokenizer, labels,
+                          name=f"{cfg.model.model}/{cfg.model.method} ({Path(run_dir).name})")
+    predictor.backend = backend
+    return predictor

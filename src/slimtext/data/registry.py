@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,10 +184,17 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
     elif name == "cfimdb":  # its test file has no labels: hold a stratified 10% of train out
         parts = _seeded(name, splits["train"], cfg.split_seed, {"train": 0.9, "test": 0.1})
         splits["train"], splits["test"] = parts["train"], parts["test"]
-    if cfg.max_examples:
-        splits = {k: v[: cfg.max_examples] for k, v in splits.items()}
+    if cfg.max_examples:  # a seeded random subset of each split, kept in split order
+        splits = {k: _subsample(v, cfg.max_examples, cfg.split_seed) for k, v in splits.items()}
     order = ["train", "dev", "test", "test_ood"]
     return TextDataset(name, labels, {k: splits[k] for k in order if k in splits}, notes)
+
+
+def _subsample(examples: list[Example], n: int, seed: int) -> list[Example]:
+    if len(examples) <= n:
+        return examples
+    keep = set(random.Random(seed).sample(range(len(examples)), n))
+    return [e for i, e in enumerate(examples) if i in keep]
 
 
 def _seeded(name: str, examples: list[Example], seed: int, fractions: dict[str, float]) -> dict[str, list[Example]]:

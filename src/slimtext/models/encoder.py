@@ -72,15 +72,20 @@ class SelfAttention(nn.Module):
         self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
         self.output = nn.Linear(H, H)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """Keys and values from x (B, T, H); queries from `queries` (B, Tq, H), default x."""
         B, T, H = x.shape
         nh, hs = self.num_heads, H // self.num_heads
-        q = self.query(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        xq = x if queries is None else queries
+        Tq = xq.shape[1]
+        q = self.query(xq).view(B, Tq, nh, hs).transpose(1, 2)  # (B, nh, Tq, hs)
         k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if mask.shape[-2] > Tq:  # MPNet's (., nh, T, T) bias: the queries' rows only
+            mask = mask[:, :, :Tq]  # (., nh, Tq, T)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
+        y = y.transpose(1, 2).reshape(B, Tq, H)  # (B, Tq, H)
         return self.output(y)
 
 
@@ -98,7 +103,11 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Post-LN block: x = norm(x + attn(x)); x = norm(x + ffn(x))."""
+    """Post-LN block: x = norm(x + attn(x)); x = norm(x + ffn(x)).
+
+    With `first_only` every position still serves as key and value, but only the first token's
+    output is computed (B, 1, H): all a [CLS]-pooled classifier reads from the last layer.
+    """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -108,9 +117,10 @@ class EncoderLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
-        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        h = x[:, :1] if first_only else x  # (B, 1, H) or (B, T, H)
+        h = self.attention_norm(h + self.dropout(self.attention(x, mask, queries=h)))
+        return self.ffn_norm(h + self.dropout(self.ffn(h)))
 
 
 class Pooler(nn.Module):
@@ -195,7 +205,11 @@ class EncoderConfig:
 
 
 class Encoder(nn.Module):
-    """`forward(input_ids (B, T), attention_mask (B, T)) -> last hidden state (B, T, H)`."""
+    """`forward(input_ids (B, T), attention_mask (B, T)) -> last hidden state (B, T, H)`.
+
+    `first_token_only=True` returns (B, 1, H): the last layer computes the first ([CLS]) position
+    only (the same numbers; its queries, output projection and feed-forward skip T - 1 tokens).
+    """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -217,7 +231,8 @@ class Encoder(nn.Module):
         )  # (T, T)
         return self.relative_attention_bias(buckets).permute(2, 0, 1)[None]  # (1, nh, T, T)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                first_token_only: bool = False) -> torch.Tensor:
         x = self.embeddings(input_ids)  # (B, T, H)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -225,8 +240,9 @@ class Encoder(nn.Module):
         mask = (1.0 - keep) * torch.finfo(x.dtype).min  # (B, 1, 1, T)
         if self.relative_attention_bias is not None:
             mask = mask + self.position_bias(input_ids.shape[1], x.device)  # (B, nh, T, T)
-        for layer in self.layers:
-            x = layer(x, mask)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, first_only=first_token_only and i == last)
         return x
 
     @classmethod
@@ -291,7 +307,8 @@ class EncoderClassifier(nn.Module):
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled sentence vectors (B, H), what the head sees (cacheable for head-only training)."""
-        hidden = self.encoder(input_ids, attention_mask)  # (B, T, H)
+        first = self.pooling in ("pooler", "cls")  # then the last layer computes [CLS] only
+        hidden = self.encoder(input_ids, attention_mask, first_token_only=first)  # (B, T or 1, H)
         if self.pooling == "pooler":
             return self.encoder.pooler(hidden)
         if self.pooling == "cls":

@@ -40,8 +40,16 @@ def build_tokenizer(cfg, train_texts: list[str] | None = None, saved: Path | Non
 
 
 def build_classifier(cfg, num_labels: int, tokenizer) -> nn.Module:
-    """An untrained-head classifier: random RNN, or a pretrained transformer plus a new head."""
+    """An untrained-head classifier: random RNN, or a pretrained transformer plus a new head.
+    A distilled layer-selected student (`cfg.distill.teacher` set, `cfg.distill.student` layers)
+    is rebuilt with the teacher layers its config records (`train.distill.build_student`)."""
     m = cfg.model
+    distill = getattr(cfg, "distill", None)
+    if distill is not None and distill.teacher and distill.student == "layers":
+        # lazy: slimtext.train.distill imports this module
+        from slimtext.train.distill import build_student  # noqa: PLC0415
+
+        return build_student(cfg, num_labels)
     if is_rnn(m.model):
         rc = RNNConfig(**{**cfg.rnn.__dict__, "cell": m.model, "vocab_size": tokenizer.vocab_size,
                           "num_labels": num_labels, "pad_id": tokenizer.pad_id})

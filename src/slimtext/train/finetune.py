@@ -27,6 +27,7 @@ from slimtext.models import (
 )
 from slimtext.models.registry import apply_method, build_classifier, build_tokenizer
 from slimtext.runs.rundir import RunDir, load_safetensors
+from slimtext.train import ddp, head_cache
 from slimtext.train.loop import evaluate, fit, resolve_device, seed_everything
 from slimtext.train.metrics import confusion
 
@@ -100,23 +101,36 @@ def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: 
         raise SlimtextError(f"{run.path} already holds a finished run; choose another --out")
     elif run.exists():
         raise SlimtextError(f"{run.path} holds an unfinished run; continue it with --resume {run.path}")
+    ddp.barrier()  # every rank has checked the run directory before rank 0 creates it
     p = prepared or prepare(cfg, saved_tokenizer=run.path / "tokenizer" if resume else None)
     report = param_report(p.model)
-    log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    log = (lambda *a: None) if quiet or not ddp.is_main() else (lambda *a: print(*a, file=sys.stderr))
     log(f"{cfg.model.model} [{cfg.model.method}] on {p.data.name}: {format_param_report(report)}; "
         f"splits {', '.join(f'{k} {len(v)}' for k, v in p.data.splits.items())}")
     for note in p.data.notes:
         log(f"note: {note}")
-    if not resume:
+    if not resume and ddp.is_main():
         run.create(cfg.to_dict())
         p.tokenizer.save(run.path / "tokenizer")
         run.write_json("labels.json", p.data.labels)
         run.write_json("splits.json", p.data.split_ids())
 
     method = cfg.model.method
-    result = fit(p.model, p.splits["train"], p.splits["dev"], cfg.train, run, len(p.data.labels),
+    model, splits, cache_seconds = p.model, p.splits, 0.0
+    if method == "head" and head_cache.supports(p.model):  # frozen encoder: run it once, not per epoch
+        t0 = time.perf_counter()
+        to_cache = {k: p.splits[k] for k in ("train", "dev")}
+        model, splits = head_cache.cache(p.model, to_cache, cfg.train, quiet=quiet or not ddp.is_main())
+        cache_seconds = time.perf_counter() - t0
+        log(f"head-only: cached the frozen encoder's features of train and dev in {cache_seconds:.1f}s")
+    result = fit(model, splits["train"], splits["dev"], cfg.train, run, len(p.data.labels),
                  loss_fn=loss_fn, resume=resume, quiet=quiet,
                  state_fn=lambda m: save_weights(m, method), load_fn=lambda m, sd: load_weights(m, sd, method))
+    if cache_seconds:  # the encoder pass is part of training time
+        result["train_seconds"] = round(result["train_seconds"] + cache_seconds, 3)
+        result["feature_cache_seconds"] = round(cache_seconds, 3)
+    if not ddp.is_main():
+        return result
     return finish(cfg, run, p, result, report, extra_summary)
 
 

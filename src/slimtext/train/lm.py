@@ -97,33 +97,43 @@ class LMTrainConfig:
 class ThreadTuner:
     """Chooses between 1 and `max_threads` torch CPU threads by measured step time.
 
-    Every `every` steps it times `probe` steps with each count and keeps the faster one. Alone on
-    a machine, 2 threads beat 1; on 2 cores that other processes also keep busy, 2 threads that
-    wait for each other at every parallel region measured 5x slower than 1 thread.
+    It times `probe` steps with each count and keeps the fastest; it probes again after `every`
+    steps, or at once when a multi-threaded step takes over twice its probed time. Alone on a
+    machine 2 threads beat 1; on 2 cores that other processes keep busy, 2 threads that wait for
+    each other at every parallel region measured 5x slower than 1 thread.
     """
 
-    def __init__(self, max_threads: int, enabled: bool = True, every: int = 100, probe: int = 3):
+    def __init__(self, max_threads: int, enabled=True, every=100, probe=3, clock=time.perf_counter):
         self.counts = [max_threads, 1] if enabled and max_threads > 1 else [max_threads]
-        self.every, self.probe, self.best, self.times = every, probe, max_threads, {}
+        self.every, self.probe, self.clock = every, probe, clock
         torch.set_num_threads(max_threads)
+        self._start_probe()
 
-    def before_step(self, step: int) -> None:
-        phase = step % self.every
-        if len(self.counts) == 1 or phase > self.probe * len(self.counts):
-            return
-        if phase == self.probe * len(self.counts):  # probing done: keep the fastest
-            self.best = min(self.times, key=self.times.get)
-            torch.set_num_threads(self.best)
-            self.times = {}
-        else:
-            torch.set_num_threads(self.counts[phase // self.probe])
-        self.t0 = time.perf_counter()
+    def _start_probe(self) -> None:
+        self.queue = (
+            [n for n in self.counts for _ in range(self.probe)] if len(self.counts) > 1 else []
+        )
+        self.times, self.since, self.best_time = {}, 0, math.inf
 
-    def after_step(self, step: int) -> None:
-        phase = step % self.every
-        if len(self.counts) > 1 and phase < self.probe * len(self.counts):
-            n = torch.get_num_threads()
-            self.times[n] = min(self.times.get(n, math.inf), time.perf_counter() - self.t0)
+    def before_step(self) -> None:
+        if self.queue:
+            torch.set_num_threads(self.queue[0])
+        self.t0 = self.clock()
+
+    def after_step(self) -> None:
+        dt = self.clock() - self.t0
+        if self.queue:
+            n = self.queue.pop(0)
+            self.times[n] = min(self.times.get(n, math.inf), dt)
+            if not self.queue:  # probing done: keep the fastest
+                best = min(self.times, key=self.times.get)
+                self.best_time = self.times[best]
+                torch.set_num_threads(best)
+        elif len(self.counts) > 1:
+            self.since += 1
+            slow = torch.get_num_threads() > 1 and dt > 2 * self.best_time
+            if self.since >= self.every or slow:
+                self._start_probe()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -285,7 +295,7 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
                 g["lr"] = lr
             if state is not None:
                 state = tuple(s.detach() for s in state)  # truncate BPTT at the window edge
-            tuner.before_step(st["step"])
+            tuner.before_step()
             logits, state = model(x, state)  # (B, t, V)
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B*t, V) vs (B*t,)
             opt.zero_grad(set_to_none=True)
@@ -293,7 +303,7 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            tuner.after_step(st["step"])
+            tuner.after_step()
             st["step"] += 1
             st["pos"] = pos + x.size(1)
             st["elapsed"] = prior + time.time() - t0
@@ -445,7 +455,7 @@ def train_chartask(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     ids, mask, y = data["train"]
-    best_acc, best_epoch, stopped, step = -1.0, 0, "epochs", 0
+    best_acc, best_epoch, stopped = -1.0, 0, "epochs"
     for epoch in range(1, cfg.epochs + 1):
         e0, total, n = time.time(), 0.0, 0
         for idx in tqdm(
@@ -454,13 +464,12 @@ def train_chartask(
             disable=not sys.stderr.isatty(),
         ):
             idx = idx.to(device)
-            tuner.before_step(step)
+            tuner.before_step()
             loss = F.cross_entropy(model(ids[idx], mask[idx]), y[idx])  # (b, C) vs (b,)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tuner.after_step(step)
-            step += 1
+            tuner.after_step()
             total, n = total + loss.item() * len(idx), n + len(idx)
             if cfg.max_minutes and time.time() - t0 > cfg.max_minutes * 60:
                 stopped = "max_minutes"

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimtext.errors import SlimtextError
+
 
 class CrossEntropy(nn.Module):
     def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -29,10 +31,7 @@ class KDLoss(nn.Module):
 
     def __init__(self, teacher_logits: torch.Tensor, alpha: float = 0.5, temperature: float = 2.0):
         super().__init__()
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_kd(alpha, temperature)
         self.register_buffer("teacher_logits", teacher_logits.float(), persistent=False)
         self.alpha, self.T = alpha, temperature
 
@@ -44,3 +43,11 @@ class KDLoss(nn.Module):
         kl = F.kl_div(F.log_softmax(logits / self.T, -1), F.log_softmax(t / self.T, -1),
                       reduction="batchmean", log_target=True)
         return self.alpha * self.T**2 * kl + (1 - self.alpha) * ce
+
+
+def check_kd(alpha: float, temperature: float) -> None:
+    """KD settings a user can get wrong (`--kd-alpha`, `--temperature`)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise SlimtextError(f"kd_alpha must be in [0, 1] (the soft-target weight), got {alpha}")
+    if temperature <= 0:
+        raise SlimtextError(f"temperature must be > 0, got {temperature}")

@@ -1,0 +1,79 @@
+"""A `Predictor` backed by ONNX Runtime: the run's exported `model.onnx` or `model.int8.onnx`.
+
+Same interface as `slimtext.predict.Predictor` (`labels`, `predict_proba(texts) -> (N, C)`), so
+`slimtext predict`, `evaluate` and the web app take either. An `InferenceSession` may be called
+from several threads at once, hence `thread_safe = True` (the web app then skips its lock).
+Create the files with `slimtext export RUN --onnx [--int8]`; `load_predictor(RUN,
+backend="onnx" | "onnx-int8" | "auto")` returns this class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from slimtext.data.tokenize import load_tokenizer
+from slimtext.errors import SlimtextError
+from slimtext.runs.rundir import RunDir
+
+ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"  # the names slimtext.export writes
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+class OnnxPredictor:
+    """ONNX Runtime inference on a run (or export) folder holding model[.int8].onnx, labels.json
+    and tokenizer/. Texts are sorted by length and run in batches of at most `batch_size`, each
+    padded only to its own longest text. `threads` 0 lets ONNX Runtime use every physical core."""
+
+    thread_safe = True
+
+    def __init__(self, run_dir: str | Path, int8: bool = False, threads: int = 0,
+                 batch_size: int = 16):
+        import onnxruntime as ort  # noqa: PLC0415  (optional dependency: pip install 'slimtext[onnx]')
+
+        run = RunDir(run_dir)
+        path = run.path / (INT8_FILE if int8 else ONNX_FILE)
+        if not path.exists():
+            flags = "--onnx --int8" if int8 else "--onnx"
+            raise SlimtextError(f"{path} does not exist; create it with: "
+                                f"slimtext export {run.path} {flags}")
+        self.labels: list[str] = run.read_json("labels.json")
+        self.tokenizer = load_tokenizer(run.path / "tokenizer")
+        self.backend = "onnx-int8" if int8 else "onnx"
+        model = run.read_config().get("model", {})
+        self.name = f"{model.get('model')}/{model.get('method')} ({run.path.name}) [{self.backend}]"
+        self.batch_size = batch_size
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def predict_logits(self, texts: list[str]) -> np.ndarray:
+        """Logits (N, C) float32 in the order of `texts`."""
+        ids = self.tokenizer.encode(list(texts))
+        out = np.empty((len(ids), len(self.labels)), dtype=np.float32)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        pad = self.tokenizer.pad_id
+        for start in range(0, len(ids), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            T = max(len(ids[i]) for i in rows)
+            batch = np.full((len(rows), T), pad, dtype=np.int64)  # (B, T)
+            mask = np.zeros((len(rows), T), dtype=np.int64)  # (B, T)
+            for r, i in enumerate(rows):
+                batch[r, : len(ids[i])] = ids[i]
+                mask[r, : len(ids[i])] = 1
+            feed = {"input_ids": batch, "attention_mask": mask}
+            out[rows] = self.session.run(["logits"], feed)[0]
+        return out
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return softmax(self.predict_logits(texts))
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(1)]

@@ -1,0 +1,106 @@
+"""Head-only training on cached features: the frozen encoder runs once per split, not per epoch.
+
+With `--method head` only the `classifier` trains, so every epoch would push the same texts
+through the same frozen encoder again. Instead the pooled sentence vectors (`model.features`) of
+each split are computed once (eval mode, inference mode, length-sorted batches) and the head
+trains on those. The encoder's dropout is therefore off, which is right for a frozen feature
+extractor; the head's own dropout (`model.head`) still applies. The unchanged `fit` loop consumes
+the cache through two small adapters:
+
+- `CachedSplit`: an `EncodedSplit` whose "tokens" are one feature-row index per example, so
+  `collate` gives `input_ids` (B, 1) = row ids, and `index` is still the position in the split
+  (cached teacher logits still join). `lengths` are the real token counts, so the length-bucketed
+  batches are exactly those the uncached path would draw.
+- `HeadOnly`: `forward(rows, mask) -> model.head(features[rows])`. Its only parameters are the
+  model's own `classifier` module, so weights save and load under the same `classifier.*` names
+  and `load_predictor` reads a cached-head run like any other head-only run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from slimtext.data.batches import EncodedSplit, collate, eval_batches
+from slimtext.train.loop import TrainConfig, autocast, resolve_device
+
+
+def supports(model: nn.Module) -> bool:
+    """True when `model` has `features()`/`head()` and only its `classifier` trains."""
+    if not all(hasattr(model, a) for a in ("features", "head", "classifier")):
+        return False
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    return bool(trainable) and all(n.startswith("classifier.") for n in trainable)
+
+
+@torch.inference_mode()
+def pooled_features(model: nn.Module, split: EncodedSplit, batch_size: int = 128,
+                    device: torch.device | str = "cpu", precision: str = "fp32",
+                    desc: str | None = None) -> torch.Tensor:
+    """`model.features` of every example (N, H), fp32, in the split's order (eval mode). A
+    progress bar titled `desc` shows on a terminal."""
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    out = None
+    batches = eval_batches(split.lengths, batch_size)
+    show = desc is not None and sys.stderr.isatty()
+    for idx in tqdm(batches, desc=desc, disable=not show, leave=False):
+        b = collate(split, idx)
+        with autocast(precision, device):
+            f = model.features(b["input_ids"].to(device), b["attention_mask"].to(device)).float()
+        if out is None:
+            out = torch.empty(len(split), f.shape[1], device=device)
+        out[idx.to(device)] = f
+    model.train(was_training)
+    return out
+
+
+class CachedSplit(EncodedSplit):
+    """A split whose examples are rows `offset .. offset + N - 1` of a feature table."""
+
+    def __init__(self, split: EncodedSplit, offset: int):
+        super().__init__([[offset + i] for i in range(len(split))], split.labels, pad_id=0)
+        self.real_lengths = split.lengths
+
+    @property
+    def lengths(self) -> torch.Tensor:  # the real token counts: the same batches as uncached
+        return self.real_lengths
+
+
+class HeadOnly(nn.Module):
+    """`forward(rows (B, 1), mask) -> model.head(features[rows[:, 0]])` (B, C)."""
+
+    def __init__(self, model: nn.Module, features: torch.Tensor):
+        super().__init__()
+        self.classifier = model.classifier  # the same module: saved as classifier.*
+        self.features = features  # (N, H) plain tensor on the device: no parameter, no buffer
+        self._model = (model,)  # a tuple, so the frozen encoder is not a submodule of this one
+
+    def train(self, mode: bool = True) -> HeadOnly:
+        super().train(mode)
+        self._model[0].train(mode)  # the head's dropout follows this module's mode
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._model[0].head(self.features[input_ids[:, 0]])
+
+
+def cache(model: nn.Module, splits: dict[str, EncodedSplit], cfg: TrainConfig,
+          quiet: bool = True) -> tuple[HeadOnly, dict[str, CachedSplit]]:
+    """Run the frozen encoder once over every split; the head-only model and the cached splits."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    tables, cached, offset = [], {}, 0
+    for name, split in splits.items():
+        desc = None if quiet else f"features {name}"
+        tables.append(pooled_features(model, split, cfg.eval_batch_size, device, cfg.precision,
+                                      desc))
+        cached[name] = CachedSplit(split, offset)
+        offset += len(split)
+    return HeadOnly(model, torch.cat(tables)), cached

@@ -1,0 +1,117 @@
+"""Export: merged LoRA weights, ONNX parity with eager PyTorch, int8 ONNX and eager int8, and
+`load_predictor` on every backend (tiny BERT trained on the tiny CSV)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_tiny_csv
+from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.export import export, torch_int8
+from slimtext.predict import load_model, load_predictor
+from test_speed_paths import tiny_bert_folder, tiny_run_config
+
+ort = pytest.importorskip("onnxruntime")
+
+TEXTS = ["a good movie", "bad", "the plot was really awful and the actor quite poor",
+         "very fine film", "", "great great great scene", "poor", "the a the a movie film plot"]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A finished LoRA run of the tiny BERT (trained once for this module)."""
+    from slimtext.train.finetune import train
+
+    tmp = tmp_path_factory.mktemp("export")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLIMTEXT_CACHE", str(tmp / "cache"))
+        cfg = tiny_run_config(tiny_bert_folder(tmp / "bert"), write_tiny_csv(tmp / "tiny.csv"),
+                              "lora", epochs=2, lr=2e-2)
+        train(cfg, tmp / "run", quiet=True)
+    yield tmp / "run"
+    torch.set_num_threads(threads)
+
+
+def batch(tokenizer, texts):
+    ids = tokenizer.encode(texts)
+    T = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), T), tokenizer.pad_id)
+    mask = torch.zeros(len(ids), T, dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
+    return input_ids, mask
+
+
+def test_onnx_logits_match_eager_pytorch(lora_run):
+    folder = export(lora_run, onnx=True)
+    assert folder == lora_run and (folder / "model.onnx").exists()
+    model, tokenizer, _, _ = load_model(lora_run)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    for texts in (TEXTS, TEXTS[:1], TEXTS[2:3] * 5):  # other batch sizes and lengths than traced
+        ids, mask = batch(tokenizer, texts)
+        with torch.inference_mode():
+            eager = model(ids, mask).numpy()
+        (onnx,) = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+        np.testing.assert_allclose(onnx, eager, atol=1e-4, rtol=1e-4)
+    torch_p, onnx_p = load_predictor(lora_run), load_predictor(lora_run, backend="onnx")
+    assert onnx_p.backend == "onnx" and onnx_p.thread_safe and onnx_p.labels == torch_p.labels
+    np.testing.assert_allclose(onnx_p.predict_proba(TEXTS), torch_p.predict_proba(TEXTS), atol=1e-4)
+    assert onnx_p.predict_proba([]).shape == (0, 2)
+
+
+def test_int8_paths_run_and_mostly_agree(lora_run):
+    export(lora_run, onnx=True, int8=True)
+    size = (lora_run / "model.int8.onnx").stat().st_size
+    assert size < (lora_run / "model.onnx").stat().st_size
+    texts = TEXTS * 4
+    ref = load_predictor(lora_run).predict_proba(texts).argmax(1)
+    auto = load_predictor(lora_run, backend="auto")
+    assert auto.backend == "onnx-int8"
+    for p in (auto, load_predictor(lora_run, backend="torch-int8")):
+        proba = p.predict_proba(texts)
+        assert proba.shape == (len(texts), 2)
+        np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+        assert (proba.argmax(1) == ref).mean() >= 0.8, p.backend
+
+
+def test_merged_export_equals_the_lora_model(lora_run, tmp_path):
+    folder = export(lora_run, merged=True)
+    assert folder == lora_run / "merged"
+    model, _, cfg, _ = load_model(folder)
+    assert cfg.model.method == "full"
+    assert not any("lora" in name for name in model.state_dict())
+    lora = load_predictor(lora_run).predict_proba(TEXTS)
+    np.testing.assert_allclose(load_predictor(folder).predict_proba(TEXTS), lora, atol=1e-5)
+    # merged + onnx into another folder: self-contained for both backends
+    out = export(lora_run, merged=True, onnx=True, out=tmp_path / "exported")
+    assert out == tmp_path / "exported"
+    onnx = load_predictor(out, backend="onnx").predict_proba(TEXTS)
+    np.testing.assert_allclose(onnx, lora, atol=1e-4)
+    only_onnx = export(lora_run, onnx=True, out=tmp_path / "onnx-only")
+    auto = load_predictor(only_onnx, "auto").predict_proba(TEXTS)
+    np.testing.assert_allclose(auto, lora, atol=1e-4)
+
+
+def test_torch_int8_quantizes_every_linear(lora_run):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    model, *_ = load_model(lora_run)
+    kinds = [type(m) for m in torch_int8(model).modules()]
+    assert DynamicInt8Linear in kinds and torch.nn.Linear not in kinds
+    assert not any(k.__name__ == "LoRALinear" for k in kinds)  # merged before quantizing
+    assert any(type(m).__name__ == "LoRALinear" for m in model.modules())  # the model is untouched
+
+
+def test_errors_say_what_to_do(lora_run, tmp_path):
+    with pytest.raises(SlimtextError, match="nothing to export"):
+        export(lora_run)
+    bare = export(lora_run, merged=True, out=tmp_path / "bare")
+    with pytest.raises(SlimtextError, match="slimtext export .* --onnx --int8"):
+        load_predictor(bare, backend="onnx-int8")
+    with pytest.raises(UnknownNameError, match="onnx-int8"):
+        load_predictor(lora_run, backend="onnx_int8")
+    assert load_predictor(bare, backend="auto").backend == "torch"

@@ -1,0 +1,145 @@
+"""`slimtext study`: the plan (names, identical data options, students after their teacher), and
+resumability with an injected command runner that writes fake run directories instead of
+training: a second call skips finished runs, resumes a killed one from its checkpoint and
+restarts one that died before its first checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fake_runs import write_run
+from slimtext.errors import SlimtextError
+from slimtext.runs.study import METHODS, PRESETS, plan_study, run_study
+
+
+class FakeRunner:
+    """Records every command; writes a finished fake run unless told to fail a run.
+    fail: name -> 'killed' (checkpoint written, exit -9) or 'crashed' (config only, exit 1)."""
+
+    def __init__(self, fail: dict[str, str] | None = None):
+        self.calls: list[list[str]] = []
+        self.fail = dict(fail or {})
+
+    def __call__(self, argv: list[str], log: Path) -> int:
+        self.calls.append(argv)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(" ".join(argv))
+        out = Path(argv[argv.index("--resume" if "--resume" in argv else "--out") + 1])
+        name = out.name
+        if (how := self.fail.pop(name, None)) is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text("train: {}\n")
+            if how == "killed":
+                (out / "checkpoint").mkdir()
+                (out / "checkpoint" / "state.pt").write_bytes(b"state")
+                return -9
+            return 1
+        if "--resume" not in argv:
+            assert not out.exists(), f"{out} should have been removed or never existed"
+        write_run(out, f1=0.8, seed=int(name.rsplit("-s", 1)[1]))
+        return 0
+
+    def names(self) -> list[str]:
+        return [
+            Path(a[a.index("--resume" if "--resume" in a else "--out") + 1]).name
+            for a in self.calls
+        ]
+
+
+def test_plan_names_order_and_identical_data_options(tmp_path):
+    runs = plan_study(PRESETS["quick"], "davidson", (0, 1), tmp_path)
+    assert [r.name for r in runs[:7]] == [f"{m}-s0" for m in METHODS]
+    assert len(runs) == 14 and len({r.name for r in runs}) == 14
+    for r in runs:
+        argv = r.argv
+        assert argv[argv.index("--data") + 1] == "davidson"
+        assert argv[argv.index("--split-seed") + 1] == "0"
+        assert argv[argv.index("--max-examples") + 1] == str(PRESETS["quick"].max_examples)
+        assert argv[argv.index("--out") + 1] == str(tmp_path / r.name)
+        assert argv[argv.index("--seed") + 1] == str(r.seed)
+        if "distill" in argv:
+            assert r.needs == [f"teacher-s{r.seed}"]
+            assert argv[argv.index("--teacher") + 1] == str(tmp_path / f"teacher-s{r.seed}")
+    by = {r.name: r.argv for r in runs}
+    assert by["odd-s0"][by["odd-s0"].index("--student-layers") + 1] == "1,3,5"
+    assert by["even-s1"][by["even-s1"].index("--student-layers") + 1] == "2,4,6"
+    lora = by["lora-odd-s0"]
+    assert (
+        lora[lora.index("--method") + 1] == "lora"
+        and lora[lora.index("--student-layers") + 1] == "1,3,5"
+    )
+    assert by["distilrnn-s0"][by["distilrnn-s0"].index("--student") + 1] == "lstm"
+    assert by["teacher-s0"][:2] == ["slimtext", "train"] and "minilm-l6" in by["teacher-s0"]
+    assert by["tfidf-s0"][0] == "slimtext.runs.baseline"
+    full = plan_study(PRESETS["full"], "davidson", (0,), tmp_path)
+    odd = next(r.argv for r in full if r.name == "odd-s0")
+    assert odd[odd.index("--student-layers") + 1] == "1,3,5,7,9,11"
+    assert "mpnet-base" in full[0].argv and "--max-examples" not in full[0].argv
+
+
+def test_second_call_skips_finished_runs(tmp_path):
+    runner = FakeRunner()
+    md = run_study(seeds=(0, 1), out=tmp_path / "study", runner=runner, quiet=True)
+    assert len(runner.calls) == 14
+    assert md == tmp_path / "study" / "report.md" and (tmp_path / "study" / "report.html").exists()
+    plan = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert plan["preset"] == "quick" and [r["name"] for r in plan["runs"]][:2] == [
+        "teacher-s0",
+        "odd-s0",
+    ]
+    assert plan["runs"][1]["command"].startswith("python -m slimtext distill ")
+    again = FakeRunner()
+    run_study(seeds=(0, 1), out=tmp_path / "study", runner=again, quiet=True)
+    assert again.calls == []
+    assert "teacher" in md.read_text() and "| distilrnn |" in md.read_text()
+
+
+def test_interrupted_study_resumes_and_restarts_what_it_must(tmp_path):
+    out = tmp_path / "study"
+    first = FakeRunner(fail={"odd-s0": "killed", "teacher-s1": "crashed"})
+    with pytest.raises(SlimtextError, match=r"6 of 14 runs did not finish"):
+        run_study(seeds=(0, 1), out=out, runner=first, quiet=True)
+    # odd-s0 failed; teacher-s1 failed, so the four students of seed 1 were never started
+    assert "odd-s1" not in first.names() and "lstm-s1" in first.names()
+    assert len(first.calls) == 14 - 4
+    report = (out / "report.md").read_text()  # covers the finished runs, names the others
+    assert (
+        "| teacher-s0 |" in report
+        and "no summary.json" in report
+        and "odd-s0, teacher-s1" in report
+    )
+    second = FakeRunner()
+    md = run_study(seeds=(0, 1), out=out, runner=second, quiet=True)
+    assert second.names() == [
+        "odd-s0",
+        "teacher-s1",
+        "odd-s1",
+        "even-s1",
+        "lora-odd-s1",
+        "distilrnn-s1",
+    ]
+    resumed = second.calls[0]
+    assert resumed[-4:] == ["distill", "--resume", str(out / "odd-s0"), "--quiet"]
+    assert "--resume" not in second.calls[1]  # no checkpoint: deleted and started from scratch
+    assert len(list(out.glob("*-s?/summary.json"))) == 14
+    assert md.exists()
+
+
+def test_a_different_plan_in_the_same_folder_is_refused(tmp_path):
+    run_study(seeds=(0,), out=tmp_path / "s", runner=FakeRunner(), quiet=True)
+    with pytest.raises(SlimtextError, match="another plan"):
+        run_study(preset="full", seeds=(0,), out=tmp_path / "s", runner=FakeRunner(), quiet=True)
+    with pytest.raises(SlimtextError, match="unknown study preset 'quik'"):
+        run_study(preset="quik", out=tmp_path / "t", runner=FakeRunner())
+
+
+def test_progress_lines(tmp_path, capsys):
+    with pytest.raises(SlimtextError):
+        run_study(seeds=(0,), out=tmp_path / "s", runner=FakeRunner(fail={"lstm-s0": "crashed"}))
+    err = capsys.readouterr().err
+    assert "[1/7] teacher-s0: starting (elapsed 0m00s)" in err
+    assert "[5/7] lstm-s0: FAILED (exit 1), see logs/lstm-s0.log" in err
+    assert "[7/7] tfidf-s0: done in" in err

@@ -157,6 +157,19 @@ def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="text
         typer.echo(f"{p.labels[best]}\t{probs[best]:.3f}\t{text!r}\t({detail})")
 
 
+@app.command("serve")
+def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (default: the best model of the latest study under runs/)")] = None,
+              host: str = "127.0.0.1", port: int = 8000,
+              workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model")] = 1):
+    """Serve a model: a page that says whether a text is toxic, and a JSON API (docs/web.md)."""
+    from slimtext.runs.rundir import best_run  # noqa: PLC0415
+    from slimtext.serve.app import serve  # noqa: PLC0415
+
+    run = run or best_run()
+    typer.echo(f"serving {run} on http://{host}:{port}", err=True)
+    serve(run, host=host, port=port, workers=workers)
+
+
 def _mount_optional():
     try:
         from slimtext.cli_lm import app as lm_app  # noqa: PLC0415

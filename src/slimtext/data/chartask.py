@@ -12,7 +12,6 @@ Examples are `(text, label)` pairs, ready for any classifier's tokenizer and col
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,26 +25,12 @@ SPLITS = ("train", "dev", "test")
 
 
 def tinyshakespeare_path() -> Path:
-    """Tiny Shakespeare's input.txt: `$SLIMTEXT_DATA/tinyshakespeare/input.txt`, else
-    `../shared/data/tinyshakespeare/input.txt` (from the working directory or the repository).
-    The one place that knows where the file lives (to be replaced by `slimtext.data.registry`)."""
-    rel = Path("tinyshakespeare") / "input.txt"
-    candidates = []
-    if os.environ.get("SLIMTEXT_DATA"):
-        candidates.append(Path(os.environ["SLIMTEXT_DATA"]) / rel)
-    repo = Path(__file__).resolve().parents[3]  # src/slimtext/data/chartask.py -> repository
-    candidates += [
-        Path.cwd().parent / "shared" / "data" / rel,
-        repo.parent / "shared" / "data" / rel,
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    tried = ", ".join(str(p) for p in candidates)
-    raise SlimtextError(
-        f"Tiny Shakespeare not found (tried {tried}); set SLIMTEXT_DATA to the folder that holds "
-        "tinyshakespeare/input.txt, or pass a text file path instead"
-    )
+    """Tiny Shakespeare's input.txt, found like every dataset file (`slimtext.data.sources`):
+    `$SLIMTEXT_DATA`, the cache, then a sha256-checked download."""
+    from slimtext.data.registry import FILES  # noqa: PLC0415
+    from slimtext.data.sources import resolve  # noqa: PLC0415
+
+    return resolve(FILES["tinyshakespeare"])
 
 
 CORPORA: dict[str, Callable[[], Path]] = {"tinyshakespeare": tinyshakespeare_path}

@@ -1,5 +1,4 @@
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from slimtext.cli_lm import app
@@ -12,7 +11,6 @@ from slimtext.data.chartask import (
 )
 from slimtext.errors import UnknownNameError
 from slimtext.runs.rundir import RunDir
-from slimtext.train.lm import CharTaskTrainConfig, load_char_classifier, train_chartask
 
 CORPUS = "banana bread is nice. apples are sweet. " * 30
 
@@ -59,57 +57,37 @@ def test_tinyshakespeare_path_uses_slimtext_data(tmp_path, monkeypatch):
     assert load_text("tinyshakespeare") == "First Citizen:\n"
 
 
-def test_char_classifier_trains_and_predicts(tmp_path):
+def test_char_task_trains_through_the_shared_loop_and_predicts(tmp_path):
+    from slimtext.config import RunConfig
+    from slimtext.predict import load_predictor
+    from slimtext.train.finetune import train
+
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    cfg = CharTaskTrainConfig(
-        data=str(corpus),
-        out=str(tmp_path / "run"),
-        window=6,
-        epochs=3,
-        embed_dim=8,
-        hidden_dim=24,
-        batch_size=16,
-        lr=1e-2,
-        threads=1,
-    )
-    model, summary = train_chartask(cfg, argv=["test"])
-    assert (
-        summary["test_accuracy"] > summary["test_majority_baseline"]
-    )  # repetitive text: learnable
-    assert model.predict("bread ") in ("consonant", "vowel")
-    proba = model.predict_proba(["nice. ", "is", "banana"])  # (3, 2), varied lengths are padded
-    torch.testing.assert_close(proba.sum(1), torch.ones(3))
-    torch.testing.assert_close(proba[1], model.predict_proba(["is"])[0], atol=1e-5, rtol=0)
-    ids, mask = model.encode_batch(["ban", "banana"])
-    assert model(ids, mask).shape == (2, 2) and model.classifier.out_features == 2
-    loaded = load_char_classifier(cfg.out)
-    torch.testing.assert_close(loaded.predict_proba(["nice. "]), model.predict_proba(["nice. "]))
-    assert len(RunDir(cfg.out).read_metrics()) == 3
+    cfg = RunConfig()
+    cfg.data.data = f"chartask:next-is-vowel:6:{corpus}"
+    cfg.model.model, cfg.model.tokenizer = "lstm", "char"
+    cfg.rnn.embed_dim, cfg.rnn.hidden_dim = 8, 24
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.threads = 3, 16, 1e-2, 1
+    s = train(cfg, out=tmp_path / "run", quiet=True)
+    majority = max(sum(r) for r in zip(*s["confusion"]["test"])) / sum(map(sum, s["confusion"]["test"]))
+    assert s["test"]["accuracy"] > majority  # repetitive text: learnable
+    p = load_predictor(tmp_path / "run")
+    assert p.labels == ["consonant", "vowel"]
+    assert p.predict("bread ") in ("consonant", "vowel")
+    proba = p.predict_proba(["nice. ", "is", "banana"])  # varied lengths are padded
+    assert proba.shape == (3, 2) and abs(proba.sum(1) - 1).max() < 1e-5
+    assert abs(proba[1] - p.predict_proba(["is"])[0]).max() < 1e-5
+    assert len(RunDir(tmp_path / "run").read_metrics()) == 3
 
 
 def test_cli_chartask(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    args = [
-        "chartask",
-        "--task",
-        "next-is-vowel",
-        "--window",
-        "5",
-        "--data",
-        str(corpus),
-        "--out",
-        str(tmp_path / "run"),
-        "--epochs",
-        "1",
-        "--hidden-dim",
-        "8",
-        "--threads",
-        "1",
-    ]
+    args = ["chartask", "--task", "next-is-vowel", "--window", "5", "--data", str(corpus),
+            "--out", str(tmp_path / "run"), "--epochs", "1", "--rnn-hidden-dim", "8", "--threads", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "test accuracy" in result.output
+    assert "test accuracy" in result.output and "predict(" in result.output
     result = CliRunner().invoke(app, ["chartask", "--task", "nope", "--out", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "unknown task" in result.output

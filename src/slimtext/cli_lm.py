@@ -5,7 +5,8 @@
     python -m slimtext.cli_lm score runs/charlm-shakespeare some.txt
     python -m slimtext.cli_lm chartask --task next-is-vowel --window 20 --data tinyshakespeare
 
-Every option of `train` and `chartask` is a field of `LMTrainConfig` / `CharTaskTrainConfig`
+Every option of `train` is a field of `LMTrainConfig`; `chartask` takes the RNN and training
+options of `slimtext train`
 (the field help is the option help). The commands parse, call one function, and print.
 """
 
@@ -18,18 +19,14 @@ import sys
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import typer
 
+from slimtext.config import RunConfig, with_config_options
 from slimtext.errors import SlimtextError
-from slimtext.train.lm import (
-    CharTaskTrainConfig,
-    LMTrainConfig,
-    load_charlm,
-    train_chartask,
-    train_lm,
-)
+from slimtext.train.lm import LMTrainConfig, load_charlm, train_lm
 
 app = typer.Typer(
     help="Character-level language models (LSTM, TBPTT) and character tasks.", no_args_is_help=True
@@ -127,15 +124,32 @@ def score(
 
 
 @app.command()
-@config_command(CharTaskTrainConfig)
-def chartask(cfg: CharTaskTrainConfig):
-    """Train a character classifier on a task built from a corpus; print test accuracy."""
+@with_config_options("rnn", "train")
+def chartask(
+    cfg: RunConfig,
+    task: Annotated[str, typer.Option(help="character task: next-is-vowel")] = "next-is-vowel",
+    window: Annotated[int, typer.Option(help="characters of context per example")] = 20,
+    data: Annotated[str, typer.Option(help="text corpus: tinyshakespeare or a .txt file")] = "tinyshakespeare",
+    out: Annotated[Path | None, typer.Option(help="run directory")] = None,
+    max_examples: Annotated[int | None, typer.Option(help="cap each split at this many windows")] = None,
+):
+    """Train a character-level RNN classifier on a task built from a corpus (held-out text for
+    dev and test), through the same loop as `slimtext train`; print its test accuracy."""
+    from slimtext.predict import load_predictor  # noqa: PLC0415
+    from slimtext.train.finetune import train  # noqa: PLC0415
+
+    cfg.data.data, cfg.data.max_examples = f"chartask:{task}:{window}:{data}", max_examples
+    cfg.model.model, cfg.model.tokenizer = cfg.rnn.cell, "char"
+    out = out or Path("runs") / f"chartask-{task}-w{window}"
     with user_errors():
-        _, s = train_chartask(cfg)
-    typer.echo(
-        f"{cfg.out}: {s['task']} (window {s['window']}) test accuracy {s['test_accuracy']:.4f} "
-        f"(majority baseline {s['test_majority_baseline']:.4f}, {s['n_test']} test examples)"
-    )
+        s = train(cfg, out=out)
+        p = load_predictor(out)
+    t = s["test"]
+    majority = max(sum(r) for r in zip(*s["confusion"]["test"])) / sum(map(sum, s["confusion"]["test"]))
+    typer.echo(f"{out}: {task} (window {window}) test accuracy {t['accuracy']:.4f} "
+               f"(majority baseline {majority:.4f}); macro-F1 {t['macro_f1']:.4f}")
+    sample = "To be, or not to be, th"[-window:]
+    typer.echo(f"predict({sample!r}) -> {p.predict(sample)}")
 
 
 def main():

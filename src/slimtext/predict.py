@@ -40,7 +40,10 @@ class Predictor:
                              self.tokenizer.pad_id)
         return predict_logits(self.model, split, self.batch_size).softmax(-1).numpy()
 
-    def predict(self, texts: list[str]) -> list[str]:
+    def predict(self, texts: str | list[str]) -> str | list[str]:
+        """The label of one text (a str), or of each text in a list."""
+        if isinstance(texts, str):
+            return self.predict([texts])[0]
         return [self.labels[i] for i in self.predict_proba(texts).argmax(1)]
 
 

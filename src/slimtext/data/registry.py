@@ -158,6 +158,8 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
         if not Path(name).is_file():
             raise SlimtextError(f"no such data file: {name}")
         rows, spec = {"all": list(formats.read_table(Path(name), cfg.text_col, cfg.label_col))}, None
+    elif name.startswith("chartask:"):
+        rows, spec = _chartask_rows(name, cfg), None
     elif name in DATASETS:
         spec = DATASETS[name]
         if not spec.labels:
@@ -166,7 +168,11 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
     else:
         raise UnknownNameError("dataset", name, list(DATASETS))
 
-    if spec is not None:
+    if name.startswith("chartask:"):
+        from slimtext.data.chartask import task_labels  # noqa: PLC0415
+
+        labels, label_map = task_labels(name.split(":")[1]), None
+    elif spec is not None:
         labels, label_map = spec.labels, spec.label_map
     elif cfg.labels:
         labels, label_map = [s.strip() for s in cfg.labels.split(",")], None
@@ -203,6 +209,23 @@ def _seeded(name: str, examples: list[Example], seed: int, fractions: dict[str, 
         raise SlimtextError(f"{name}: example ids are not unique; cannot split reproducibly")
     ids = saved_split(name, [e.id for e in examples], [e.label for e in examples], seed, fractions)
     return {k: [by_id[i] for i in v] for k, v in ids.items()}
+
+
+def _chartask_rows(name: str, cfg: DataConfig) -> dict[str, list[Row]]:
+    """`chartask:TASK:WINDOW:CORPUS`: character windows of a text corpus labelled by a task
+    (e.g. next-is-vowel), split by position into held-out train/dev/test text."""
+    from slimtext.data.chartask import CharTaskConfig, make_char_task, task_labels  # noqa: PLC0415
+
+    try:
+        _, task, window, corpus = name.split(":", 3)
+        window_n = int(window)
+    except ValueError:
+        raise SlimtextError(f"expected chartask:TASK:WINDOW:CORPUS, got {name!r}") from None
+    labels = task_labels(task)
+    parts = make_char_task(text_corpus(corpus, cfg.data_dir), CharTaskConfig(task=task, window=window_n,
+                                                                              seed=cfg.split_seed))
+    return {split: [Row(f"{split}:{i}", text, labels[y], i + 1) for i, (text, y) in enumerate(ex)]
+            for split, ex in parts.items()}
 
 
 def _hf_rows(hf_name: str, cfg: DataConfig) -> dict[str, list[Row]]:

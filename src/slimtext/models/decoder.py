@@ -24,8 +24,7 @@ from torch import nn
 
 from slimtext.errors import SlimtextError
 from slimtext.models import hf_keys
-
-ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+from slimtext.models.encoder import ACTIVATIONS, FeedForward  # same block in both families
 
 
 class CausalSelfAttention(nn.Module):
@@ -52,19 +51,6 @@ class CausalSelfAttention(nn.Module):
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
         return self.output(y)
-
-
-class FeedForward(nn.Module):
-    """Linear -> GELU (tanh approximation) -> Linear."""
-
-    def __init__(self, config: DecoderConfig):
-        super().__init__()
-        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.approximate = ACTIVATIONS[config.hidden_act]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(F.gelu(self.intermediate(x), approximate=self.approximate))
 
 
 class DecoderLayer(nn.Module):

@@ -6,13 +6,24 @@ restarts one that died before its first checkpoint."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from fake_runs import write_run
 from slimtext.errors import SlimtextError
-from slimtext.runs.study import METHODS, PRESETS, plan_study, run_study
+from slimtext.runs.rundir import RunDir
+from slimtext.runs.study import (
+    METHODS,
+    PRESETS,
+    StudyPreset,
+    plan_study,
+    run_study,
+    subprocess_runner,
+)
 
 
 class FakeRunner:
@@ -143,3 +154,54 @@ def test_progress_lines(tmp_path, capsys):
     assert "[1/7] teacher-s0: starting (elapsed 0m00s)" in err
     assert "[5/7] lstm-s0: FAILED (exit 1), see logs/lstm-s0.log" in err
     assert "[7/7] tfidf-s0: done in" in err
+
+
+# --- a real study on tiny models (subprocesses), killed and completed ---------------------------
+
+
+def _distill_command_exists() -> bool:
+    proc = subprocess.run(
+        [sys.executable, "-m", "slimtext", "distill", "--help"], capture_output=True, timeout=120
+    )
+    return proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_real_tiny_study_killed_then_completed(tiny_csv, tmp_path, monkeypatch):
+    """Every method on a tiny CSV with a random 4-layer BERT teacher: a real SIGKILL after epoch 1
+    of every run, then the same call finishes the study (resuming, not restarting)."""
+    if not _distill_command_exists():
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail("`slimtext distill` is not wired into the CLI")
+        pytest.skip("`slimtext distill` is not wired into the CLI yet")
+    from conftest import write_tiny_bert
+
+    teacher = write_tiny_bert(tmp_path / "tiny-bert", layers=4)
+    tiny = StudyPreset(teacher=str(teacher), odd="1,3", even="2,4", max_examples=None,
+                       max_length=32, batch_size=16, epochs=2, rnn_epochs=2, seeds=(0,),
+                       teacher_lr=1e-3, student_lr=1e-3, lora_lr=1e-2, rnn_lr=1e-2)  # fmt: skip
+    monkeypatch.setitem(PRESETS, "tiny", tiny)
+    out = tmp_path / "study"
+    monkeypatch.setenv("SLIMTEXT_KILL_AFTER_EPOCH", "1")
+    with pytest.raises(SlimtextError, match="6 of 7 runs did not finish"):
+        run_study("tiny", data=str(tiny_csv), out=out, threads=1, quiet=True)
+    assert (out / "teacher-s0" / "checkpoint" / "state.pt").exists()  # killed, resumable
+    assert (out / "tfidf-s0" / "summary.json").exists()  # no epochs: finished
+    assert not (out / "odd-s0").exists()  # blocked: its teacher did not finish
+    monkeypatch.delenv("SLIMTEXT_KILL_AFTER_EPOCH")
+    calls = []
+
+    def counting(argv, log):
+        calls.append(argv)
+        return subprocess_runner(argv, log)
+
+    md = run_study("tiny", data=str(tiny_csv), out=out, threads=1, quiet=True, runner=counting)
+    names = [Path(a[a.index("--resume") + 1] if "--resume" in a else a[a.index("--out") + 1]).name
+             for a in calls]  # fmt: skip
+    assert names == ["teacher-s0", "odd-s0", "even-s0", "lora-odd-s0", "lstm-s0", "distilrnn-s0"]
+    assert ["--resume" in a for a in calls] == [True, False, False, False, True, False]
+    for name in names:
+        assert [r["epoch"] for r in RunDir(out / name).read_metrics()] == [1, 2], name
+    text = md.read_text()
+    for group in METHODS:
+        assert f"| {group} |" in text

@@ -76,7 +76,9 @@ def load_predictor(run_dir: str | Path, backend: str = "torch"):
         from slimtext.export import torch_int8  # noqa: PLC0415
 
         model = torch_int8(model)
-    predictor = Predictor(model, tokenizer, labels,
+    # 16 texts per length-sorted batch: 64 random texts then run 2.3x faster than as one padded
+    # batch, and a whole split 10% faster than in batches of 64 (minilm-l6, CPU)
+    predictor = Predictor(model, tokenizer, labels, batch_size=16,
                           name=f"{cfg.model.model}/{cfg.model.method} ({Path(run_dir).name})")
     predictor.backend = backend
     return predictor

@@ -1,0 +1,357 @@
+"""`slimtext study`: the whole comparison on one dataset, over several seeds, then a report.
+
+Methods (run names `<method>-s<seed>`, one run directory each under the study folder):
+
+    teacher     the teacher transformer, fully fine-tuned
+    odd, even   layer-selected students (teacher layers 1,3,5,... / 2,4,6,...), distilled
+    lora-odd    the odd-layer student adapted with LoRA instead of full fine-tuning, distilled
+    lstm        a BiLSTM trained on the labels alone
+    distilrnn   the same BiLSTM distilled from the teacher (DistilRNN)
+    tfidf       TF-IDF + logistic regression (`slimtext.runs.baseline`)
+
+Every run gets the same data config (dataset, split seed, `max_examples`), so all of them see
+the same example ids; seeds change initialisation, dropout and batch order only.
+
+Each run is a subprocess (`python -m slimtext train|distill ... --out <study>/<name>`): its peak
+memory is its own, and a crash ends that run, not the study. The plan goes to `study.json` first.
+Rerunning the same command skips finished runs (summary.json present), resumes interrupted ones
+(`--resume` when a checkpoint exists) and restarts the rest from scratch, so an interrupted study
+completes instead of starting over. Students wait for the teacher of their seed.
+
+References: Hinton et al. 2015 (KD), Sanh et al. 2019 (DistilBERT), Sajjad et al. 2023 (layer
+dropping), Tang et al. 2019 (DistilRNN / BiLSTM students), Hu et al. 2021 (LoRA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.runs.rundir import atomic_write_json
+
+# (argv of the whole command line, log file) -> exit status
+Runner = Callable[[list[str], Path], int]
+
+
+@dataclass(frozen=True)
+class StudyPreset:
+    teacher: str = field(metadata={"help": "teacher checkpoint name"})
+    odd: str = field(metadata={"help": "1-based teacher layers of the odd student"})
+    even: str = field(metadata={"help": "1-based teacher layers of the even student"})
+    max_examples: int | None = field(
+        metadata={"help": "cap each split (train/dev/test) at this many"}
+    )
+    max_length: int = field(metadata={"help": "tokens per example"})
+    batch_size: int = field(metadata={"help": "examples per step, every method"})
+    epochs: int = field(metadata={"help": "epochs of the transformer runs"})
+    rnn_epochs: int = field(metadata={"help": "epochs of the LSTM and DistilRNN runs"})
+    seeds: tuple[int, ...] = field(metadata={"help": "default seeds"})
+    teacher_lr: float = 1e-4
+    student_lr: float = 1e-4
+    lora_lr: float = 1e-3
+    rnn_lr: float = 2e-3
+    lora_rank: int = 8
+    warmup_ratio: float = 0.1
+    kd_alpha: float = 0.5
+    temperature: float = 2.0
+
+
+PRESETS = {
+    # 800 examples per split, 2 epochs (RNNs 6), 3 seeds: 21 runs. Measured on the 2-core dev
+    # machine at --threads 1 while it was shared: 522 CPU-seconds in all (~8.7 min, about what
+    # one quiet core needs; 13 min wall under load). Both quiet cores (torch's default threads)
+    # should take roughly 6-7 min (extrapolated). Teacher macro-F1 ~0.92 on davidson.
+    "quick": StudyPreset(
+        teacher="minilm-l6",
+        odd="1,3,5",
+        even="2,4,6",
+        max_examples=800,
+        max_length=64,
+        batch_size=16,
+        epochs=2,
+        rnn_epochs=6,
+        seeds=(0, 1, 2),
+        teacher_lr=1e-4,
+        student_lr=2e-4,
+        lora_lr=2e-3,
+        rnn_lr=5e-3,
+    ),
+    # Hours on 2 CPU cores; minutes on a GPU.
+    "full": StudyPreset(
+        teacher="mpnet-base",
+        odd="1,3,5,7,9,11",
+        even="2,4,6,8,10,12",
+        max_examples=None,
+        max_length=128,
+        batch_size=32,
+        epochs=3,
+        rnn_epochs=10,
+        seeds=(0, 1, 2),
+        teacher_lr=2e-5,
+        student_lr=5e-5,
+        lora_lr=5e-4,
+        rnn_lr=1e-3,
+    ),
+}
+METHODS = ("teacher", "odd", "even", "lora-odd", "lstm", "distilrnn", "tfidf")
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    group: str
+    seed: int | None
+    argv: list[str]  # after `python -m`
+    resume_argv: list[str] | None = None  # after `python -m`; None: restart from scratch
+    needs: list[str] = field(default_factory=list)  # runs that must have finished first
+
+
+def _opt(**kw) -> list[str]:
+    out = []
+    for k, v in kw.items():
+        if v is not None:
+            out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
+def plan_study(
+    p: StudyPreset, data: str, seeds, out: Path, data_dir: str | None = None, threads: int = 0
+) -> list[PlannedRun]:
+    """The runs of a study, in order (per seed: teacher first, then the runs that need it)."""
+    data_opts = _opt(data=data, data_dir=data_dir, split_seed=0, max_examples=p.max_examples)
+    runs = []
+    for s in seeds:
+        common = (
+            data_opts + _opt(seed=s, batch_size=p.batch_size, threads=threads or None) + ["--quiet"]
+        )
+        tf = common + _opt(max_length=p.max_length, epochs=p.epochs, warmup_ratio=p.warmup_ratio)
+        rnn = common + _opt(max_length=p.max_length, epochs=p.rnn_epochs, lr=p.rnn_lr)
+        teacher = out / f"teacher-s{s}"
+        kd = _opt(teacher=teacher, kd_alpha=p.kd_alpha, temperature=p.temperature)
+        specs = {
+            "teacher": ("train", tf + _opt(model=p.teacher, method="full", lr=p.teacher_lr)),
+            "odd": (
+                "distill",
+                tf
+                + kd
+                + _opt(student="layers", student_layers=p.odd, method="full", lr=p.student_lr),
+            ),
+            "even": (
+                "distill",
+                tf
+                + kd
+                + _opt(student="layers", student_layers=p.even, method="full", lr=p.student_lr),
+            ),
+            "lora-odd": (
+                "distill",
+                tf
+                + kd
+                + _opt(
+                    student="layers",
+                    student_layers=p.odd,
+                    method="lora",
+                    lora_rank=p.lora_rank,
+                    lr=p.lora_lr,
+                ),
+            ),
+            "lstm": ("train", rnn + _opt(model="lstm", method="full")),
+            "distilrnn": ("distill", rnn + kd + _opt(student="lstm", method="full")),
+        }
+        for group, (command, opts) in specs.items():
+            name = f"{group}-s{s}"
+            runs.append(
+                PlannedRun(
+                    name,
+                    group,
+                    s,
+                    ["slimtext", command, *opts, "--out", str(out / name)],
+                    ["slimtext", command, "--resume", str(out / name), "--quiet"],
+                    [teacher.name] if command == "distill" else [],
+                )
+            )
+        runs.append(
+            PlannedRun(
+                f"tfidf-s{s}",
+                "tfidf",
+                s,
+                [
+                    "slimtext.runs.baseline",
+                    *data_opts,
+                    *_opt(seed=s),
+                    "--quiet",
+                    "--out",
+                    str(out / f"tfidf-s{s}"),
+                ],
+            )
+        )
+    return runs
+
+
+def subprocess_runner(argv: list[str], log: Path) -> int:
+    """Run one command with its output appended to `log`; returns the exit status."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"\n$ {shlex.join(argv)}\n")
+        f.flush()
+        return subprocess.run(
+            argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        ).returncode
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def execute(
+    runs: list[PlannedRun], out: Path, runner: Runner | None = None, quiet: bool = False
+) -> dict[str, str]:
+    """Run the plan in order, resumably. Returns name -> 'finished' (already), 'ran', 'failed' or
+    'blocked' (a run it needs did not finish). Output of each run goes to `out/logs/<name>.log`."""
+    with _sigterm_as_exit():  # `kill STUDY_PID` also ends the run in progress (no orphan)
+        return _execute(runs, out, runner or subprocess_runner, quiet)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """Turn SIGTERM into SystemExit while runs execute, so `subprocess.run` kills its child on the
+    way out instead of leaving it to write into a run directory the next attempt will use."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool) -> dict[str, str]:
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    status: dict[str, str] = {}
+    t_start = time.monotonic()
+    for i, run in enumerate(runs, 1):
+        d = out / run.name
+        head = f"[{i}/{len(runs)}] {run.name}"
+        if (d / "summary.json").exists():
+            status[run.name] = "finished"
+            say(f"{head}: already finished, skipped")
+            continue
+        missing = [n for n in run.needs if not (out / n / "summary.json").exists()]
+        if missing:
+            status[run.name] = "blocked"
+            say(f"{head}: blocked, {', '.join(missing)} did not finish")
+            continue
+        if run.resume_argv and (d / "checkpoint" / "state.pt").exists():
+            argv, action = run.resume_argv, "resuming"
+        else:
+            if d.is_dir():  # started but nothing to resume from: start over
+                shutil.rmtree(d)
+            argv, action = run.argv, "starting"
+        say(f"{head}: {action} (elapsed {_clock(time.monotonic() - t_start)})")
+        t0 = time.monotonic()
+        rc = runner([sys.executable, "-m", *argv], out / "logs" / f"{run.name}.log")
+        ok = rc == 0 and (d / "summary.json").exists()
+        status[run.name] = "ran" if ok else "failed"
+        say(
+            f"{head}: {'done' if ok else f'FAILED (exit {rc}), see logs/{run.name}.log'} in "
+            f"{_clock(time.monotonic() - t0)} (elapsed {_clock(time.monotonic() - t_start)})"
+        )
+    return status
+
+
+def write_plan(path: Path, header: dict, runs: list[PlannedRun], compare: tuple[str, ...]) -> None:
+    """Write the plan atomically; refuse when an existing plan differs in any `compare` key."""
+    if path.exists():
+        import json  # noqa: PLC0415
+
+        old = json.loads(path.read_text(encoding="utf-8"))
+        changed = [k for k in compare if old.get(k) != header.get(k)]
+        if changed:
+            raise SlimtextError(
+                f"{path} holds another plan (different {', '.join(changed)}); "
+                "choose another --out or delete that folder"
+            )
+    plan = {
+        **header,
+        "created": dt.datetime.now().isoformat(timespec="seconds"),
+        "python": sys.executable,
+        "runs": [
+            {
+                "name": r.name,
+                "group": r.group,
+                "seed": r.seed,
+                "needs": r.needs,
+                "command": shlex.join(["python", "-m", *r.argv]),
+                "resume": shlex.join(["python", "-m", *r.resume_argv]) if r.resume_argv else None,
+            }
+            for r in runs
+        ],
+    }
+    atomic_write_json(path, plan)
+
+
+def run_study(
+    preset: str = "quick",
+    data: str = "davidson",
+    seeds=None,
+    out: Path | None = None,
+    data_dir: str | None = None,
+    quiet: bool = False,
+    threads: int = 0,
+    runner: Runner | None = None,
+) -> Path:
+    """Run (or complete) a study and write its report; returns the path of report.md.
+
+    seeds: default the preset's. threads: torch threads per run (0: torch's default).
+    runner: how a command runs (tests inject a fake); default a subprocess per run."""
+    from slimtext.runs.report import write_report  # noqa: PLC0415
+
+    if preset not in PRESETS:
+        raise UnknownNameError("study preset", preset, list(PRESETS))
+    p = PRESETS[preset]
+    seeds = tuple(int(s) for s in (seeds if seeds is not None else p.seeds))
+    if not seeds:
+        raise SlimtextError("a study needs at least one seed")
+    name = Path(data).stem.replace(":", "_").replace("/", "_")
+    out = Path(out or Path("runs") / f"study-{name}-{preset}").absolute()
+    runs = plan_study(p, data, seeds, out, data_dir, threads)
+    header = {
+        "kind": "study",
+        "preset": preset,
+        "data": data,
+        "seeds": list(seeds),
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(p).items()},
+    }
+    write_plan(out / "study.json", header, runs, ("preset", "data", "settings"))
+    status = execute(runs, out, runner, quiet)
+    dirs = [out / r.name for r in runs if (out / r.name).is_dir()]
+    md, html = write_report(
+        dirs, out, title=f"slimtext study: {data}, preset {preset}", sweep=False
+    )
+    if not quiet:
+        print(f"report: {md}\n        {html}", file=sys.stderr)
+    bad = [n for n, s in status.items() if s in ("failed", "blocked")]
+    if bad:
+        raise SlimtextError(
+            f"{len(bad)} of {len(runs)} runs did not finish ({', '.join(bad)}); their logs are "
+            f"in {out / 'logs'}. The report covers the finished runs. Run the same command "
+            "again to retry them (finished runs are skipped)."
+        )
+    return md

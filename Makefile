@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: venv
-	$(VENV)/bin/slimtext train --model lstm --data davidson --epochs 3 --out runs/demo-lstm-davidson-$$(date +%Y%m%d-%H%M%S)
+	$(VENV)/bin/slimtext study --preset quick --data davidson
 
 test: venv
 	$(PY) -m pytest

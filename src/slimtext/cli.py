@@ -157,6 +157,51 @@ def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="text
         typer.echo(f"{p.labels[best]}\t{probs[best]:.3f}\t{text!r}\t({detail})")
 
 
+@app.command("study")
+def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher, 3-layer students, ~15 min on 2 cores; full: mpnet-base teacher, 6-layer students, hours")] = "quick",
+              data: Annotated[str, typer.Option(help="dataset (same splits for every model)")] = "davidson",
+              seeds: Annotated[str | None, typer.Option(help="comma-separated seeds (default: the preset's)")] = None,
+              out: Annotated[Path | None, typer.Option(help="study folder (default runs/study-<data>-<preset>)")] = None,
+              data_dir: str | None = None,
+              threads: Annotated[int, typer.Option(help="torch threads per run (0: torch's default)")] = 0,
+              quiet: bool = False):
+    """Run the whole comparison (teacher, odd and even layer students, LoRA student, LSTM,
+    DistilRNN, TF-IDF baseline) over several seeds, then write report.md and report.html.
+    Rerunning it after an interruption skips finished runs and resumes unfinished ones."""
+    from slimtext.runs.study import run_study  # noqa: PLC0415
+
+    seed_list = [int(x) for x in seeds.split(",")] if seeds else None
+    md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=quiet, threads=threads)
+    typer.echo(f"report: {md}\nreport: {md.with_suffix('.html')}")
+
+
+@app.command("sweep")
+def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run config and a `grid` of section.key: [values]")],
+              out: Annotated[Path | None, typer.Option(help="sweep folder (default runs/sweep-<name>)")] = None,
+              search: Annotated[str | None, typer.Option(help="grid (every point) or optuna (a search)")] = None,
+              trials: Annotated[int | None, typer.Option(help="optuna trials")] = None,
+              metric: Annotated[str | None, typer.Option(help="objective, e.g. dev.macro_f1")] = None,
+              quiet: bool = False):
+    """A resumable grid over learning rate, batch size, optimizer, method and seed, or an Optuna
+    search (SQLite storage in the sweep folder; $SLIMTEXT_OPTUNA_STORAGE to share one)."""
+    from slimtext.runs.sweep import run_sweep  # noqa: PLC0415
+
+    md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=quiet)
+    typer.echo(f"report: {md}")
+
+
+@app.command("report")
+def report_cmd(runs: Annotated[list[Path], typer.Argument(help="run directories, or study/sweep folders")],
+               out: Annotated[Path, typer.Option(help="folder for report.md and report.html")] = Path("runs/report"),
+               title: str | None = None,
+               metric: Annotated[str, typer.Option(help="metric the discussion and best-run mark use")] = "macro_f1"):
+    """Write report.md and a self-contained report.html from run directories only."""
+    from slimtext.runs.report import collect_run_dirs, write_report  # noqa: PLC0415
+
+    md, html = write_report(collect_run_dirs(runs), out, title=title, metric=metric)
+    typer.echo(f"report: {md}\nreport: {html}")
+
+
 @app.command("serve")
 def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (default: the best model of the latest study under runs/)")] = None,
               host: str = "127.0.0.1", port: int = 8000,

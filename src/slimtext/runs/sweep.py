@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -216,7 +217,8 @@ def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet
     direction = "minimize" if metric.endswith(".loss") else "maximize"
     study = optuna.create_study(
         study_name=spec["name"],
-        storage=f"sqlite:///{sweep_dir / 'optuna.db'}",
+        # several machines share one search through one database (docs/scale.md)
+        storage=os.environ.get("SLIMTEXT_OPTUNA_STORAGE") or f"sqlite:///{sweep_dir / 'optuna.db'}",
         direction=direction,
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=0),

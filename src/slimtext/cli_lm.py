@@ -145,7 +145,7 @@ def chartask(
         s = train(cfg, out=out)
         p = load_predictor(out)
     t = s["test"]
-    majority = max(sum(r) for r in zip(*s["confusion"]["test"])) / sum(map(sum, s["confusion"]["test"]))
+    majority = max(map(sum, s["confusion"]["test"])) / sum(map(sum, s["confusion"]["test"]))  # rows: true labels
     typer.echo(f"{out}: {task} (window {window}) test accuracy {t['accuracy']:.4f} "
                f"(majority baseline {majority:.4f}); macro-F1 {t['macro_f1']:.4f}")
     sample = "To be, or not to be, th"[-window:]

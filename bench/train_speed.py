@@ -14,11 +14,13 @@ full / lora: `--rounds` rounds of A then B, each `--steps` optimizer steps; the 
 every round is a warm-up and is not timed. A length bucket holds 10 to 60 tokens per example, so
 a few steps' raw examples/s swings with the buckets drawn: "ex/s" (and the speedup) is real
 tokens/s divided by the split's mean length, which is what a whole epoch shows; "raw ex/s" is the
-plain count. Use 30+ steps per round for a stable raw figure. head: a whole `--head-epochs` run on the first
-`--head-examples` training examples, A then B per round. slimtext's head-only run computes the
-frozen encoder's features once (`slimtext.train.head_cache`) and runs the real `fit` loop, with
-its per-epoch evaluation of a dev subset (dev:train as in the full split, 1:8) and checkpoints;
-the Trainer does no evaluation. Both times include everything from the first encoder pass on.
+plain count. Use 30+ steps per round for a stable raw figure.
+
+head: a whole `--head-epochs` run on the first `--head-examples` training examples, A then B per
+round. slimtext's head-only run computes the frozen encoder's features once
+(`slimtext.train.head_cache`) and runs the real `fit` loop, with its per-epoch evaluation of a dev
+subset (dev:train as in the full split, 1:8) and checkpoints; the Trainer does no evaluation.
+Both times include everything from the first encoder pass on.
 
 Achieved training GFLOP/s counts useful work only: 6 * N * real tokens for full fine-tuning
 (forward 2N, backward 4N; N = non-embedding parameters), 4 * N * real tokens for LoRA (forward

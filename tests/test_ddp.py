@@ -1,7 +1,11 @@
 """Distributed data parallel: 2 processes with gloo on this machine give the same result as one
-process with the same global batch size. Tolerance: dropout is off and each rank takes half of
-every global batch, so the only difference is the order of floating-point sums in the gradient
-all-reduce: weights agree to 1e-5 (measured: under 1e-6)."""
+process with the same global batch size.
+
+Tolerance: dropout is off and each rank takes half of every global batch, so the only difference
+is the order of floating-point sums (each rank's mean, then the all-reduce). Adam divides every
+update by the root of the squared-gradient average, which magnifies such rounding differences
+where gradients are small: after one epoch at lr 0.02 the largest weight difference measured was
+1.8e-5 (LSTM recurrent weights), so weights must agree to 1e-4 and losses to 1e-5."""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ def _compare(one: Path, two: Path) -> None:
     a, b = load_file(RunDir(one).weights_path), load_file(RunDir(two).weights_path)
     assert a.keys() == b.keys()
     for k in a:
-        assert (a[k] - b[k]).abs().max().item() < 1e-5, k
+        assert (a[k] - b[k]).abs().max().item() < 1e-4, k
     ra, rb = RunDir(one).read_metrics(), RunDir(two).read_metrics()
     assert abs(ra[0]["train_loss"] - rb[0]["train_loss"]) < 1e-5
     assert abs(ra[0]["dev_loss"] - rb[0]["dev_loss"]) < 1e-5

@@ -22,6 +22,7 @@ app.add_typer(models_app, name="models")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with sections data/model/rnn/lora/train")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override: section.key=value (repeatable)")]
+BackendOpt = Annotated[str, typer.Option(help="torch, torch-int8, onnx, onnx-int8 or auto (int8 ONNX if exported, else ONNX, else torch)")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="run directory (default: runs/<data>-<model>-<method>-s<seed>-<time>)")]
 
 
@@ -144,17 +145,32 @@ def evaluate_cmd(run: Path, split: Annotated[str, typer.Option(help="train, dev,
 
 
 @app.command("predict")
-def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="texts to classify ('-' reads lines from stdin)")]):
+def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="texts to classify ('-' reads lines from stdin)")],
+                backend: BackendOpt = "torch"):
     """Classify texts with a finished run; prints label and probabilities per text."""
     from slimtext.predict import load_predictor  # noqa: PLC0415
 
     if texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    p = load_predictor(run)
+    p = load_predictor(run, backend=backend)
     for text, probs in zip(texts, p.predict_proba(texts)):
         best = int(probs.argmax())
         detail = ", ".join(f"{lab} {q:.3f}" for lab, q in zip(p.labels, probs))
         typer.echo(f"{p.labels[best]}\t{probs[best]:.3f}\t{text!r}\t({detail})")
+
+
+@app.command("export")
+def export_cmd(run: Annotated[Path, typer.Argument(help="a finished run directory")],
+               merged: Annotated[bool, typer.Option(help="plain checkpoint with LoRA merged in (run/merged/)")] = False,
+               onnx: Annotated[bool, typer.Option(help="model.onnx (dynamic batch and sequence axes)")] = False,
+               int8: Annotated[bool, typer.Option(help="also model.int8.onnx (dynamic int8 weights); implies --onnx")] = False,
+               out: Annotated[Path | None, typer.Option(help="write a self-contained folder here instead")] = None):
+    """Export a run for serving: merged LoRA weights, ONNX, int8 ONNX."""
+    from slimtext.export import export  # noqa: PLC0415
+
+    if not (merged or onnx or int8):
+        raise SlimtextError("nothing to export: pass --merged, --onnx and/or --int8")
+    typer.echo(str(export(run, merged=merged, onnx=onnx, int8=int8, out=out)))
 
 
 @app.command("study")
@@ -205,11 +221,15 @@ def report_cmd(runs: Annotated[list[Path], typer.Argument(help="run directories,
 @app.command("serve")
 def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (default: the best model of the latest study under runs/)")] = None,
               host: str = "127.0.0.1", port: int = 8000,
-              workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model")] = 1):
+              workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model")] = 1,
+              backend: BackendOpt = "torch"):
     """Serve a model: a page that says whether a text is toxic, and a JSON API (docs/web.md)."""
+    import os  # noqa: PLC0415
+
     from slimtext.runs.rundir import best_run  # noqa: PLC0415
     from slimtext.serve.app import serve  # noqa: PLC0415
 
+    os.environ["SLIMTEXT_BACKEND"] = backend  # read by every worker's app factory
     run = run or best_run()
     typer.echo(f"serving {run} on http://{host}:{port}", err=True)
     serve(run, host=host, port=port, workers=workers)

@@ -380,7 +380,7 @@ def create_app_from_run(
             f"run directory {run} does not exist; pass the folder a training run wrote"
         )
     start = time.perf_counter()
-    predictor = load_predictor(run)
+    predictor = load_predictor(run, backend=os.environ.get("SLIMTEXT_BACKEND", "torch"))
     predictor.predict_proba(["warm up"])  # first call pays for lazy init, not the first user
     log.info("loaded %s in %.1f s", run, time.perf_counter() - start)
     return create_app(
@@ -417,8 +417,8 @@ def _env_int(name: str, default: int) -> int:
 def app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory slimtext.serve.app:app_from_env`` (one per worker).
 
-    Reads ``SLIMTEXT_RUN_DIR`` (required), ``SLIMTEXT_MAX_CHARS``, ``SLIMTEXT_MAX_BATCH`` and
-    ``SLIMTEXT_MODEL_NAME``."""
+    Reads ``SLIMTEXT_RUN_DIR`` (required), ``SLIMTEXT_MAX_CHARS``, ``SLIMTEXT_MAX_BATCH``,
+    ``SLIMTEXT_MODEL_NAME`` and ``SLIMTEXT_BACKEND`` (torch, torch-int8, onnx, onnx-int8, auto)."""
     run_dir = os.environ.get("SLIMTEXT_RUN_DIR")
     if not run_dir:
         raise SlimtextError("set SLIMTEXT_RUN_DIR to the run directory to serve")

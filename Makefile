@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: venv
-	$(VENV)/bin/slimtext study --preset quick --data davidson
+	$(VENV)/bin/slimtext study --preset quick --data davidson --threads 1
 
 test: venv
 	$(PY) -m pytest

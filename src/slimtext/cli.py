@@ -78,13 +78,19 @@ def train_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set:
               resume: Annotated[Path | None, typer.Option(help="continue this interrupted run directory")] = None,
               quiet: bool = False):
     """Train one classifier and print its test metrics. Writes a run directory."""
-    from slimtext.train import ddp  # noqa: PLC0415
     from slimtext.train.finetune import train  # noqa: PLC0415
+
+    _run_and_print(train, cfg, out, resume, quiet)
+
+
+def _run_and_print(fn, cfg: RunConfig, out: Path | None, resume: Path | None, quiet: bool) -> None:
+    """Run a training entry point (train / distill), under torchrun too, and print its summary."""
+    from slimtext.train import ddp  # noqa: PLC0415
 
     ddp.init_from_env()  # a no-op unless launched by torchrun with several processes
     main_rank = ddp.is_main()
     try:
-        summary = train(cfg, out=resume or out, resume=resume is not None, quiet=quiet)
+        summary = fn(cfg, out=resume or out, resume=resume is not None, quiet=quiet)
     finally:
         ddp.cleanup()
     if main_rank:
@@ -99,17 +105,9 @@ def distill_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, se
     """Distil a fine-tuned teacher run (--teacher RUN) into a layer-selected transformer student
     (--student-layers odd|even|first|last|1,3,5; 1-based) or an RNN (--student lstm: DistilRNN).
     The teacher's logits are computed once per teacher and split, cached, and reused."""
-    from slimtext.train import ddp  # noqa: PLC0415
     from slimtext.train.distill import distill  # noqa: PLC0415
 
-    ddp.init_from_env()
-    main_rank = ddp.is_main()
-    try:
-        summary = distill(cfg, out=resume or out, resume=resume is not None, quiet=quiet)
-    finally:
-        ddp.cleanup()
-    if main_rank:
-        print_summary(summary)
+    _run_and_print(distill, cfg, out, resume, quiet)
 
 
 def print_summary(s: dict) -> None:

@@ -1,0 +1,174 @@
+"""`report.md`: the `Report` both renderers take, the table pieces they share, and the Markdown
+renderer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slimtext.runs.report_data import (
+    COLUMNS,
+    Group,
+    Run,
+    _setting,
+    _v,
+    best_run,
+    flatten,
+    fmt,
+    swept_keys,
+)
+from slimtext.runs.report_figures import summed_confusion
+
+TABLE_NOTE = (
+    "Test split; mean ± sample std over the runs of each method (n = runs). **Bold**: best mean "
+    "per metric. Final train loss is each run's own objective (cross-entropy; the distillation "
+    "mix for distilled students; log-loss for TF-IDF), so it compares runs of one method, not "
+    "methods. Times and memory come from the machine that ran each run, which may have been busy."
+)
+
+
+@dataclass
+class Report:
+    title: str
+    meta: list[str]
+    discussion: list[str]
+    notes: list[str]
+    groups: list[Group]
+    runs: list[Run]
+    sweep: bool
+    metric: str
+    figures: list[tuple[str, str, bytes]]
+
+
+def _best_per_column(groups: list[Group]) -> dict[str, str]:
+    best = {}
+    for col in COLUMNS:
+        if col.kind != "metric":
+            continue
+        scored = [
+            (g.stat(col.key).mean, g.name) for g in groups if g.stat(col.key).mean is not None
+        ]
+        top = max(m for m, _ in scored) if scored else None
+        winners = [name for m, name in scored if m == top]
+        if len(scored) > 1 and len(winners) == 1:  # no bold on a tie
+            best[col.key] = winners[0]
+    return best
+
+
+def _sweep_rows(runs: list[Run], metric: str):
+    keys = swept_keys(runs)
+    top = best_run(runs, metric)
+    sign = -1 if metric == "loss" else 1
+    ordered = sorted(
+        runs, key=lambda r: (r.get(f"dev.{metric}") is None, -sign * (r.get(f"dev.{metric}") or 0))
+    )
+    rows = []
+    for r in ordered:
+        flat = flatten(r.config)
+        rows.append(
+            (
+                r,
+                [_setting(flat.get(k)) for k in keys],
+                _v(r.get(f"dev.{metric}")),
+                _v(r.get(f"test.{metric}")),
+            )
+        )
+    return keys, top, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    align = align or ["---"] + ["---:"] * (len(header) - 1)
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_md(rep: Report, figure_paths: list[tuple[str, str]]) -> str:
+    md = [f"# {rep.title}", ""]
+    md += [f"_{m}_  " for m in rep.meta] + [""]
+    md += ["## Summary", ""] + [f"- {s}" for s in rep.discussion] + [""]
+    md += [f"> {n}" for n in rep.notes] + ([""] if rep.notes else [])
+    md += [
+        "## Comparison",
+        "",
+        TABLE_NOTE,
+        "",
+    ]
+    best = _best_per_column(rep.groups)
+    rows = []
+    for g in rep.groups:
+        cells = [g.name, g.models, str(len(g.runs))]
+        for c in COLUMNS:
+            text = fmt(g.stat(c.key), c)
+            cells.append(f"**{text}**" if best.get(c.key) == g.name else text)
+        rows.append(cells)
+    md += [
+        _md_table(
+            ["Method", "Model (method)", "n"] + [c.header for c in COLUMNS],
+            rows,
+            ["---", "---", "---:"] + ["---:"] * len(COLUMNS),
+        ),
+        "",
+    ]
+    if rep.sweep:
+        keys, top, srows = _sweep_rows(rep.runs, rep.metric)
+        md += [
+            "## Hyper-parameters",
+            "",
+            f"One row per run, sorted by dev {rep.metric}; ★ marks the best on dev.",
+            "",
+        ]
+        table = []
+        for r, values, dev, test in srows:
+            star = top is not None and r is top
+            table.append([("★ **" + r.name + "**") if star else r.name, *values, dev, test])
+        md += [_md_table(["Run", *keys, f"dev {rep.metric}", f"test {rep.metric}"], table), ""]
+    md += ["## Training curves", ""]
+    if figure_paths:
+        md += [f"![{title}]({path})" for title, path in figure_paths] + [""]
+    else:
+        md += ["No run has per-epoch metrics.", ""]
+    md += ["## Confusion matrices", ""]
+    for g in rep.groups:
+        cm = summed_confusion(g)
+        if cm is None:
+            continue
+        labels, m, split, used = cm
+        md += [
+            f"**{g.name}** ({split} split, summed over {used} run{'s' if used != 1 else ''}; "
+            "rows: true, columns: predicted)",
+            "",
+        ]
+        md += [
+            _md_table(
+                ["true \\ predicted", *labels],
+                [[labels[i], *map(str, row.tolist())] for i, row in enumerate(m)],
+            ),
+            "",
+        ]
+    md += ["## Runs", ""]
+    md += [
+        _md_table(
+            ["Run", "Method", "Seed", "Best epoch", "Dev macro-F1", "Test macro-F1", "Train s"],
+            [
+                [
+                    r.name,
+                    r.group,
+                    _v(r.get("seed"), 0),
+                    _v(r.get("best_epoch"), 0),
+                    _v(r.get("dev.macro_f1")),
+                    _v(r.get("test.macro_f1")),
+                    _v(r.get("train_seconds"), 1),
+                ]
+                for r in rep.runs
+            ],
+            ["---", "---"] + ["---:"] * 5,
+        ),
+        "",
+    ]
+    commands = [r for r in rep.runs if r.command]
+    if commands:
+        md += ["<details><summary>Commands</summary>", "", "```"]
+        md += [f"# {r.name}\n{r.command}" for r in commands]
+        md += ["```", "", "</details>", ""]
+    return "\n".join(md)

@@ -144,3 +144,12 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     assert r.returncode == 2
     assert "error: unknown dataset 'davidsn'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import stat
+
+    atomic_write_text(tmp_path / "f.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~umask

@@ -29,7 +29,6 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -19,6 +19,7 @@ from slimtext.models.registry import build_classifier
 from slimtext.predict import load_model
 from slimtext.runs.rundir import RunDir
 from slimtext.train import distill as D
+from slimtext.train import teacher_cache
 from slimtext.train.finetune import encode_splits, train
 from slimtext.train.loop import evaluate
 
@@ -178,13 +179,14 @@ def teacher_run(tiny_csv, tmp_path):
 def teacher_passes(monkeypatch):
     """Counts teacher forward passes (distill runs the teacher only through `predict_logits`)."""
     calls = []
-    real = D.predict_logits
+    real = teacher_cache.predict_logits
 
     def counting(model, split, *a, **kw):
         calls.append(len(split))
         return real(model, split, *a, **kw)
 
-    monkeypatch.setattr(D, "predict_logits", counting)
+    # looked up where `teacher_logits` runs the teacher
+    monkeypatch.setattr(teacher_cache, "predict_logits", counting)
     return calls
 
 

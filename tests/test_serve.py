@@ -310,7 +310,7 @@ def test_lock_covers_one_call_unless_thread_safe(thread_safe, expect_overlap):
 def fake_predict_module(monkeypatch):
     loaded = []
 
-    def load_predictor(run_dir):
+    def load_predictor(run_dir, backend="torch"):
         loaded.append(run_dir)
         return KeywordPredictor()
 

@@ -17,27 +17,31 @@ from the page to the model and back, and how to deploy: ``docs/web.md``.
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
-import numpy as np
 from fastapi import FastAPI, Form, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from slimtext import __version__
 from slimtext.errors import SlimtextError
+
+# The pieces live beside the app; they stay importable from here.
+from slimtext.serve.classifier import Classifier, Predictor
+from slimtext.serve.errors import ApiError, LimitBody, _install_error_handlers
+from slimtext.serve.schemas import (
+    ERRORS,
+    BatchRequest,
+    BatchResponse,
+    ClassifyRequest,
+    ClassifyResponse,
+    Health,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,227 +54,8 @@ DEFAULT_EXAMPLES = (
 )
 
 
-class Predictor(Protocol):
-    """What the app needs from a model (``slimtext.predict.load_predictor`` returns one)."""
-
-    labels: list[str]
-
-    def predict_proba(self, texts: list[str]) -> Any:
-        """Class probabilities, array-like of shape (len(texts), len(labels))."""
-        ...
-
-
-# ---- request / response bodies (they also document the API in /openapi.json) ------------------
-
-
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"text": "I hate you"}]}
-    )
-    text: str = Field(description="Text to classify; not empty, at most max_chars characters.")
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"texts": ["I hate you", "Have a nice day"]}]},
-    )
-    texts: list[str] = Field(description="1 to max_batch texts, each as in /api/classify.")
-
-
-class Prediction(BaseModel):
-    label: str = Field(description="The most probable label.")
-    probabilities: dict[str, float] = Field(description="Probability of every label (sums to 1).")
-
-
-class ClassifyResponse(Prediction):
-    latency_ms: float = Field(description="Server time to validate, run the model and format.")
-
-
-class BatchResponse(BaseModel):
-    results: list[Prediction] = Field(description="One prediction per input text, in order.")
-    latency_ms: float = Field(description="Server time for the whole batch.")
-
-
-class Health(BaseModel):
-    status: str
-    model: str
-    backend: str | None = Field(None, description="predictor.backend if it has one, e.g. onnx")
-    labels: list[str]
-    max_chars: int
-    max_batch: int
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="What is wrong with the request, naming the field.")
-
-
-ERRORS = {code: {"model": ErrorBody} for code in (400, 413, 422, 500)}
-
-
-class ApiError(Exception):
-    """A request the client must change: answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-# ---- the model behind a lock of one call ----------------------------------------------------
-
-
-class Classifier:
-    """Validates texts, runs ``predict_proba`` once per request and turns rows into predictions.
-
-    Predictors that are safe to call from several threads at once set ``thread_safe = True``;
-    for any other, a lock serialises the calls (held for exactly one ``predict_proba``).
-    """
-
-    def __init__(self, predictor: Predictor, max_chars: int, max_batch: int):
-        self.predictor = predictor
-        self.labels = [str(label) for label in predictor.labels]
-        self.max_chars, self.max_batch = max_chars, max_batch
-        thread_safe = getattr(predictor, "thread_safe", False)
-        self._lock = nullcontext() if thread_safe else threading.Lock()
-
-    def check_text(self, text: str, field: str = "text") -> None:
-        if not text.strip():
-            raise ApiError(422, f"{field} is empty: send some text to classify")
-        if len(text) > self.max_chars:
-            raise ApiError(
-                413, f"{field} has {len(text)} characters; the limit is {self.max_chars}"
-            )
-
-    def check_batch(self, texts: list[str]) -> None:
-        if not texts:
-            raise ApiError(422, f"texts is empty: send 1 to {self.max_batch} texts")
-        if len(texts) > self.max_batch:
-            raise ApiError(
-                413, f"texts has {len(texts)} items; the limit is {self.max_batch} per request"
-            )
-        for i, text in enumerate(texts):
-            self.check_text(text, f"texts[{i}]")
-
-    def predict(self, texts: list[str]) -> list[Prediction]:
-        with self._lock:
-            probs = np.asarray(self.predictor.predict_proba(texts), dtype=np.float64)
-        if probs.shape != (len(texts), len(self.labels)):
-            raise RuntimeError(
-                f"predict_proba returned shape {probs.shape}; "
-                f"expected ({len(texts)}, {len(self.labels)})"
-            )
-        return [
-            Prediction(
-                label=self.labels[int(row.argmax())],
-                probabilities={label: float(p) for label, p in zip(self.labels, row, strict=True)},
-            )
-            for row in probs
-        ]
-
-
 def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
-
-
-# ---- error bodies ---------------------------------------------------------------------------
-
-
-def _field(loc: Sequence[Any]) -> str:
-    """("body", "texts", 3) -> "texts[3]"."""
-    name = ""
-    for part in loc[1:] if loc and loc[0] == "body" else loc:
-        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    return name
-
-
-def _describe(error: dict[str, Any]) -> str:
-    field, kind = _field(error.get("loc", ())), error.get("type", "")
-    if not field:  # the body as a whole
-        if kind == "missing":
-            return 'request body is missing: send a JSON object such as {"text": "..."}'
-        if isinstance(error.get("input"), bytes):
-            return "request body is not JSON: send it with Content-Type: application/json"
-        return f'request body must be a JSON object such as {{"text": "..."}}: {error["msg"]}'
-    if kind == "missing":
-        return f"{field}: field required"
-    if kind == "extra_forbidden":
-        return f"{field}: unknown field"
-    return f"{field}: {error['msg']}"
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class LimitBody:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` before they are parsed.
-
-    A too large Content-Length is answered at once (the body is never read); a chunked body
-    is counted as it arrives and the read fails with ``BodyTooLarge`` (answered 413 below)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = Headers(scope=scope).get("content-length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
-            response = _error(413, _too_large(self.max_bytes), {"Connection": "close"})
-            return await response(scope, receive, send)
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLarge()
-            return message
-
-        await self.app(scope, counted, send)
-
-
-def _too_large(max_bytes: int) -> str:
-    return f"request body is too large: the limit is {max_bytes} bytes"
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        for e in errors:
-            if e.get("type") == "json_invalid":
-                where = e["loc"][-1] if e.get("loc") else "?"
-                reason = (e.get("ctx") or {}).get("error", "cannot parse")
-                return _error(400, f"malformed JSON in request body: {reason} at character {where}")
-        return _error(422, "; ".join(_describe(e) for e in errors))
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.message)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        cause, message = exc.__cause__, str(exc.detail)
-        if isinstance(cause, UnicodeDecodeError):
-            message = f"request body is not valid UTF-8 (byte {cause.start}): encode text as UTF-8"
-        elif exc.status_code == 404:
-            message = f"not found: {request.url.path}"
-        elif exc.status_code == 405:
-            message = f"method {request.method} not allowed on {request.url.path}"
-        elif isinstance(cause, BodyTooLarge):
-            return _error(413, _too_large(request.app.state.max_body_bytes))
-        return _error(exc.status_code, message, getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("error while serving %s %s", request.method, request.url.path)
-        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
 
 # ---- the app --------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""The teacher side of `slimtext distill`: the finished teacher run, loaded, and its logits cache.
+
+The teacher runs once, over the train split, before training: its logits are cached in
+`$SLIMTEXT_CACHE/teacher_logits/<key>.safetensors` together with the example ids, and reused by
+every later student of the same teacher and split (the key: `cache_key`). Rows are joined by
+example id (`align_logits`), so a cached file serves any student of the same split.
+
+Reference: Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network,
+arXiv:1503.02531
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from slimtext.config import RunConfig
+from slimtext.data.batches import EncodedSplit
+from slimtext.data.registry import Example
+from slimtext.data.sources import cache_dir, sha256_file
+from slimtext.errors import SlimtextError
+from slimtext.runs.rundir import RunDir, atomic_save_safetensors
+from slimtext.train.loop import predict_logits
+
+# --- the teacher run ------------------------------------------------------------------------------
+
+
+def load_teacher(teacher_dir: Path) -> tuple[nn.Module, object, RunConfig, list[str]]:
+    from slimtext.predict import load_model  # noqa: PLC0415  (predict imports this package)
+
+    teacher_config(teacher_dir)
+    return load_model(teacher_dir)
+
+
+def teacher_config(teacher_dir: Path) -> RunConfig:
+    """The teacher run's config; the run must be finished."""
+    run = RunDir(teacher_dir)
+    if not run.exists():
+        raise SlimtextError(
+            f"teacher {teacher_dir} is not a run directory (no config.yaml); "
+            "train a teacher first with `slimtext train`"
+        )
+    if not run.is_finished():
+        raise SlimtextError(
+            f"teacher run {teacher_dir} is not finished; finish it with "
+            f"`slimtext train --resume {teacher_dir}`"
+        )
+    return RunConfig.from_dict(run.read_config())
+
+
+# --- the teacher-logit cache ----------------------------------------------------------------------
+
+
+def cache_key(teacher_dir: Path, example_ids: list[str]) -> str:
+    """sha256 over the teacher's weights (file hash), base model, method and max_length, and the
+    train split's example ids in order: any change to one of them means other logits."""
+    run = RunDir(teacher_dir)
+    tcfg = RunConfig.from_dict(run.read_config())
+    h = hashlib.sha256()
+    for part in (
+        sha256_file(run.weights_path),
+        tcfg.model.model,
+        tcfg.model.method,
+        str(tcfg.model.max_length),
+        json.dumps(example_ids),
+    ):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def cache_path(key: str) -> Path:
+    return cache_dir() / "teacher_logits" / f"{key}.safetensors"
+
+
+def align_logits(cached_ids: list[str], logits: torch.Tensor, ids: list[str]) -> torch.Tensor:
+    """Rows of `logits` (in `cached_ids` order) reordered to `ids`, joined by example id."""
+    if cached_ids == ids:
+        return logits
+    row = {i: r for r, i in enumerate(cached_ids)}
+    missing = [i for i in ids if i not in row]
+    if missing:
+        raise SlimtextError(
+            f"cached teacher logits lack {len(missing)} train examples (e.g. id "
+            f"{missing[0]!r}); delete the cache file and run again"
+        )
+    return logits[torch.tensor([row[i] for i in ids])]
+
+
+def teacher_logits(
+    teacher_dir: Path, train: list[Example], batch_size: int = 128, device="cpu", teacher=None
+) -> dict:
+    """The teacher's logits (N, C) for the `train` examples, from the cache or by running the
+    teacher once (`teacher` = (model, tokenizer) when already loaded). Returns {'logits', 'seconds',
+    'cache_hit', 'path'}; `seconds` is 0.0 on a cache hit."""
+    ids = [e.id for e in train]
+    path = cache_path(cache_key(teacher_dir, ids))
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            logits, cached_ids = f.get_tensor("logits"), json.loads(f.metadata()["example_ids"])
+        return {
+            "logits": align_logits(cached_ids, logits, ids),
+            "seconds": 0.0,
+            "cache_hit": True,
+            "path": path,
+        }
+    model, tokenizer = teacher or load_teacher(teacher_dir)[:2]
+    t0 = time.perf_counter()
+    split = EncodedSplit(
+        tokenizer.encode([e.text for e in train]),
+        torch.zeros(len(train), dtype=torch.long),
+        tokenizer.pad_id,
+    )
+    logits = predict_logits(model.to(device), split, batch_size, device)  # (N, C), split order
+    seconds = time.perf_counter() - t0
+    atomic_save_safetensors(
+        path,
+        {"logits": logits},
+        metadata={"example_ids": json.dumps(ids), "teacher": str(teacher_dir)},
+    )
+    return {"logits": logits, "seconds": seconds, "cache_hit": False, "path": path}

@@ -13,18 +13,15 @@ options of `slimtext train`
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import sys
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
 
-from slimtext.config import RunConfig, with_config_options
+from slimtext.config import RunConfig, dataclass_command, with_config_options
 from slimtext.errors import SlimtextError
 from slimtext.train.lm import LMTrainConfig, load_charlm, train_lm
 
@@ -43,38 +40,8 @@ def user_errors():
         raise typer.Exit(2) from None
 
 
-def config_command(cls):
-    """Decorator: the command gets one `--option` per field of dataclass `cls` (defaults and help
-    from the field) and is called with the built config."""
-    hints = typing.get_type_hints(cls)
-
-    def deco(fn):
-        params = []
-        for f in fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            if hints[f.name] is bool:
-                flag = f"{flag}/--no-{flag[2:]}"
-            default = f.default if f.default is not MISSING else ...
-            option = typer.Option(default, flag, help=f.metadata.get("help"))
-            params.append(
-                inspect.Parameter(
-                    f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]
-                )
-            )
-
-        def command(**kwargs):
-            return fn(cls(**kwargs))
-
-        command.__name__, command.__doc__ = fn.__name__, fn.__doc__
-        command.__signature__ = inspect.Signature(params)
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
-
-    return deco
-
-
 @app.command()
-@config_command(LMTrainConfig)
+@dataclass_command(LMTrainConfig)
 def train(cfg: LMTrainConfig):
     """Train a character LSTM language model with truncated BPTT."""
     with user_errors():

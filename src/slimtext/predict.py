@@ -28,7 +28,21 @@ from slimtext.train.loop import predict_logits
 BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8", "auto")
 
 
-class Predictor:
+class LabelPredictor:
+    """What every backend shares: `labels`, and `predict` on top of the backend's `predict_proba`."""
+
+    labels: list[str]
+
+    def predict(self, texts: str | list[str]) -> str | list[str]:
+        """The label of one text (a str), or of each text in a list."""
+        if isinstance(texts, str):
+            return self.predict([texts])[0]
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(1)]
+
+
+class Predictor(LabelPredictor):
+    """Eager PyTorch inference in length-sorted batches."""
+
     backend = "torch"
 
     def __init__(self, model: torch.nn.Module, tokenizer, labels: list[str], name: str = "", batch_size: int = 64):
@@ -36,15 +50,8 @@ class Predictor:
         self.batch_size = batch_size
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        split = EncodedSplit(self.tokenizer.encode(list(texts)), torch.zeros(len(texts), dtype=torch.long),
-                             self.tokenizer.pad_id)
+        split = EncodedSplit.from_texts(self.tokenizer, texts)
         return predict_logits(self.model, split, self.batch_size).softmax(-1).numpy()
-
-    def predict(self, texts: str | list[str]) -> str | list[str]:
-        """The label of one text (a str), or of each text in a list."""
-        if isinstance(texts, str):
-            return self.predict([texts])[0]
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(1)]
 
 
 def load_model(run_dir: str | Path) -> tuple[torch.nn.Module, object, RunConfig, list[str]]:

@@ -23,6 +23,11 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @classmethod
+    def from_texts(cls, tokenizer, texts: list[str]) -> EncodedSplit:
+        """Unlabelled texts to predict on (labels are zeros)."""
+        return cls(tokenizer.encode(list(texts)), torch.zeros(len(texts), dtype=torch.long), tokenizer.pad_id)
+
     @property
     def lengths(self) -> torch.Tensor:
         return torch.tensor([len(x) for x in self.input_ids])
@@ -60,4 +65,6 @@ def train_batches(lengths: torch.Tensor, batch_size: int, seed: int, epoch: int,
 
 
 def eval_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    if len(lengths) == 0:  # Tensor.split would give one empty batch
+        return []
     return list(torch.argsort(lengths, stable=True).split(batch_size))

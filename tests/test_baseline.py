@@ -31,7 +31,7 @@ def test_baseline_run_directory(tiny_csv, tmp_path):
     assert set(s["test"]) == {"loss", "accuracy", "macro_f1", "mcc", "roc_auc"}
     assert sum(map(sum, s["confusion"]["test"])) == 30  # 10% of 300
     run = RunDir(tmp_path / "tfidf-s0")
-    assert run.is_finished() and run.read_metrics() == [] and run.weights_path.exists()
+    assert run.is_finished() and run.read_metrics() == [] and (run.path / "tfidf.safetensors").exists()
     assert run.read_config()["data"]["data"] == str(tiny_csv)
     # the very same split ids as a neural run on the same data config
     assert run.read_json("splits.json") == prepare(cfg).data.split_ids()

@@ -153,3 +153,19 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~umask
+
+
+def test_best_run_serves_a_loadable_model_never_the_tfidf_baseline(tiny_csv, tmp_path):
+    from slimtext.predict import load_predictor
+    from slimtext.runs.baseline import train_baseline
+    from slimtext.runs.rundir import best_run
+
+    cfg = tiny_cfg(tiny_csv, epochs=1)
+    train(cfg, out=tmp_path / "runs" / "lstm", quiet=True)
+    train_baseline(cfg, tmp_path / "runs" / "tfidf", quiet=True)
+    s = RunDir(tmp_path / "runs" / "tfidf").read_summary()
+    s["test"]["macro_f1"] = 1.0  # even when the baseline scores best
+    RunDir(tmp_path / "runs" / "tfidf").write_summary(s)
+    chosen = best_run(tmp_path / "runs")
+    assert chosen == tmp_path / "runs" / "lstm"
+    assert load_predictor(chosen).predict("a good movie") in ("neg", "pos")

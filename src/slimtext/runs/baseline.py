@@ -3,7 +3,8 @@
 with the same summary keys, so reports compare it like any other method.
 
 It has no epochs, hence no metrics.jsonl. Weights (coefficients, intercept, idf) are saved as
-safetensors, the vocabulary as `tfidf_vocab.json`.
+`tfidf.safetensors`, the vocabulary as `tfidf_vocab.json`; there is no `model.safetensors`, so
+`load_model` and `slimtext serve`'s choice of the best run never take it for a neural classifier.
 
     python -m slimtext.runs.baseline --data davidson --seed 0 --out runs/tfidf-s0
 
@@ -125,8 +126,8 @@ def train_baseline(
 
     vec, clf = pipe.named_steps["tfidfvectorizer"], pipe.named_steps["logisticregression"]
     params = int(clf.coef_.size + clf.intercept_.size)
-    atomic_save_safetensors(
-        run.weights_path,
+    atomic_save_safetensors(  # not model.safetensors: that name means "load_model can rebuild it"
+        run.path / "tfidf.safetensors",
         {
             "coef": torch.from_numpy(clf.coef_.astype(np.float32)),  # (C or 1, V)
             "intercept": torch.from_numpy(clf.intercept_.astype(np.float32)),

@@ -2,7 +2,7 @@
 
 Contenders (all start from the same fine-tuned weights; LoRA is merged):
   slimtext torch        `load_predictor(run)`: our encoder, eager fp32
-  slimtext torch-int8   every nn.Linear dynamically quantized (torch.ao)
+  slimtext torch-int8   linear layers dynamically quantized (torch.ao; head and ffn.output stay fp32)
   slimtext onnx         ONNX Runtime on `export(run, onnx=True)`
   slimtext onnx-int8    ONNX Runtime on the dynamically quantized graph (int8 weights)
   hf pipeline           transformers.pipeline("text-classification") on an HF folder holding

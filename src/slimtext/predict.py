@@ -3,7 +3,7 @@ Used by `slimtext predict`, `slimtext evaluate` and the web app.
 
 `load_predictor(run, backend=...)` chooses the inference engine:
   torch       (default) eager PyTorch, fp32, the run's own weights
-  torch-int8  eager PyTorch with every nn.Linear dynamically quantized to int8 (CPU)
+  torch-int8  eager PyTorch, linear layers dynamically quantized to int8 (CPU; see export.torch_int8)
   onnx        ONNX Runtime on run/model.onnx       (`slimtext export RUN --onnx`)
   onnx-int8   ONNX Runtime on run/model.int8.onnx  (`slimtext export RUN --onnx --int8`)
   auto        onnx-int8 if that file exists, else onnx if model.onnx exists, else torch

@@ -18,14 +18,11 @@ the cache through two small adapters:
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from slimtext.data.batches import EncodedSplit, collate, eval_batches
-from slimtext.train.loop import TrainConfig, autocast, resolve_device
+from slimtext.data.batches import EncodedSplit
+from slimtext.train.loop import TrainConfig, map_batches, resolve_device
 
 
 def supports(model: nn.Module) -> bool:
@@ -36,27 +33,12 @@ def supports(model: nn.Module) -> bool:
     return bool(trainable) and all(n.startswith("classifier.") for n in trainable)
 
 
-@torch.inference_mode()
 def pooled_features(model: nn.Module, split: EncodedSplit, batch_size: int = 128,
                     device: torch.device | str = "cpu", precision: str = "fp32",
                     desc: str | None = None) -> torch.Tensor:
     """`model.features` of every example (N, H), fp32, in the split's order (eval mode). A
     progress bar titled `desc` shows on a terminal."""
-    was_training = model.training
-    model.eval()
-    device = torch.device(device)
-    out = None
-    batches = eval_batches(split.lengths, batch_size)
-    show = desc is not None and sys.stderr.isatty()
-    for idx in tqdm(batches, desc=desc, disable=not show, leave=False):
-        b = collate(split, idx)
-        with autocast(precision, device):
-            f = model.features(b["input_ids"].to(device), b["attention_mask"].to(device)).float()
-        if out is None:
-            out = torch.empty(len(split), f.shape[1], device=device)
-        out[idx.to(device)] = f
-    model.train(was_training)
-    return out
+    return map_batches(model, model.features, split, batch_size, device, precision, desc)
 
 
 class CachedSplit(EncodedSplit):

@@ -119,19 +119,32 @@ def make_scheduler(opt, cfg: TrainConfig, total_steps: int):
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, split: EncodedSplit, batch_size: int = 128,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logits (N, C) in the split's order; batches sorted by length so little is padded."""
+def map_batches(model: torch.nn.Module, fn, split: EncodedSplit, batch_size: int = 128,
+                device: torch.device | str = "cpu", precision: str = "fp32",
+                desc: str | None = None) -> torch.Tensor:
+    """`fn(input_ids, attention_mask)` over the split in eval mode, in length-sorted batches (little
+    padding); rows (N, ...) fp32 on `device`, in the split's order. `fn` is `model` or one of its
+    methods; a progress bar titled `desc` shows on a terminal."""
     was_training = model.training
     model.eval()
-    out = [None] * len(split)
-    for idx in eval_batches(split.lengths, batch_size):
+    device = torch.device(device)
+    out = torch.empty(0, device=device)
+    show = desc is not None and sys.stderr.isatty()
+    for idx in tqdm(eval_batches(split.lengths, batch_size), desc=desc, disable=not show, leave=False):
         b = collate(split, idx)
-        logits = model(b["input_ids"].to(device), b["attention_mask"].to(device)).float().cpu()
-        for i, row in zip(idx.tolist(), logits):
-            out[i] = row
+        with autocast(precision, device):
+            y = fn(b["input_ids"].to(device), b["attention_mask"].to(device)).float()
+        if out.numel() == 0:
+            out = torch.empty(len(split), *y.shape[1:], device=device)
+        out[idx.to(device)] = y
     model.train(was_training)
-    return torch.stack(out)
+    return out
+
+
+def predict_logits(model: torch.nn.Module, split: EncodedSplit, batch_size: int = 128,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits (N, C) on the CPU, in the split's order."""
+    return map_batches(model, model, split, batch_size, device).cpu()
 
 
 def evaluate(model, split: EncodedSplit, num_labels: int, batch_size: int = 128, device="cpu") -> tuple[dict, np.ndarray]:

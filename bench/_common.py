@@ -34,9 +34,11 @@ def set_threads(n: int) -> int:
 
 
 def machine() -> dict:
-    return {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
-            "physical_cores": physical_cores(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "load_average": os.getloadavg()}
+    """The run summary's machine record, plus what a benchmark reader needs about the CPU."""
+    from slimtext.train.finetune import machine as run_machine  # noqa: PLC0415
+
+    return {**run_machine(), "processor": _cpu_name(), "physical_cores": physical_cores(),
+            "load_average": os.getloadavg()}
 
 
 def _cpu_name() -> str:

@@ -54,6 +54,7 @@ from slimtext.models.encoder import EncoderClassifier, load_encoder  # noqa: E40
 from slimtext.models.registry import apply_method  # noqa: E402
 from slimtext.runs.rundir import RunDir  # noqa: E402
 from slimtext.train import head_cache  # noqa: E402
+from slimtext.train.finetune import encode_splits  # noqa: E402
 from slimtext.train.loop import TrainConfig, fit, make_optimizer, make_scheduler, train_step  # noqa: E402
 from slimtext.train.losses import CrossEntropy  # noqa: E402
 
@@ -122,14 +123,8 @@ def non_embedding_params(model: torch.nn.Module) -> int:
 
 def load_train_split(folder: Path, max_length: int) -> tuple[EncodedSplit, EncodedSplit]:
     data = load_dataset(DataConfig(data="davidson"))
-    tok = WordPiece(folder, max_length=max_length)
-
-    def encode(name: str) -> EncodedSplit:
-        ex = data.splits[name]
-        return EncodedSplit(tok.encode([e.text for e in ex]), torch.tensor([e.label for e in ex]),
-                            tok.pad_id)
-
-    return encode("train"), encode("dev")
+    splits = encode_splits(data, WordPiece(folder, max_length=max_length))
+    return splits["train"], splits["dev"]
 
 
 def subset(split: EncodedSplit, n: int) -> EncodedSplit:

@@ -144,6 +144,25 @@ def test_a_different_plan_in_the_same_folder_is_refused(tmp_path):
         run_study(preset="quik", out=tmp_path / "t", runner=FakeRunner())
 
 
+def test_preset_overrides_reach_every_run_and_the_plan(tmp_path):
+    out = tmp_path / "s"
+    runner = FakeRunner()
+    run_study(seeds=(0,), out=out, runner=runner, quiet=True, overrides=["epochs=1", "max_examples=50"])
+    teacher, lstm = runner.calls[0], runner.calls[4]
+    assert teacher[teacher.index("--epochs") + 1] == "1"
+    assert lstm[lstm.index("--epochs") + 1] == str(PRESETS["quick"].rnn_epochs)  # not overridden
+    assert all(c[c.index("--max-examples") + 1] == "50" for c in runner.calls)
+    settings = json.loads((out / "study.json").read_text())["settings"]
+    assert settings["epochs"] == 1 and settings["max_examples"] == 50
+    assert "preset quick, epochs=1, max_examples=50" in (out / "report.md").read_text()
+    with pytest.raises(SlimtextError, match="another plan"):  # other overrides, same folder
+        run_study(seeds=(0,), out=out, runner=FakeRunner(), quiet=True, overrides=["epochs=2"])
+    with pytest.raises(SlimtextError, match="Did you mean 'epochs'"):
+        run_study(out=tmp_path / "t", runner=FakeRunner(), overrides=["epoch=1"])
+    with pytest.raises(SlimtextError, match="not key=value"):
+        run_study(out=tmp_path / "t", runner=FakeRunner(), overrides=["epochs"])
+
+
 def test_progress_lines(tmp_path, capsys):
     with pytest.raises(SlimtextError):
         run_study(seeds=(0,), out=tmp_path / "s", runner=FakeRunner(fail={"lstm-s0": "crashed"}))

@@ -178,6 +178,7 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
               out: Annotated[Path | None, typer.Option(help="study folder (default runs/study-<data>-<preset>)")] = None,
               data_dir: str | None = None,
               threads: Annotated[int, typer.Option(help="torch threads per run (0: torch's default)")] = 0,
+              set_: Annotated[list[str] | None, typer.Option("--set", help="override a preset field, key=value (e.g. epochs=1, max_examples=4000); repeatable")] = None,
               quiet: bool = False):
     """Run the whole comparison (teacher, odd and even layer students, LoRA student, LSTM,
     DistilRNN, TF-IDF baseline) over several seeds, then write report.md and report.html.
@@ -185,7 +186,8 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
     from slimtext.runs.study import run_study  # noqa: PLC0415
 
     seed_list = [int(x) for x in seeds.split(",")] if seeds else None
-    md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=quiet, threads=threads)
+    md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=quiet, threads=threads,
+                   overrides=set_)
     typer.echo(f"report: {md}\nreport: {md.with_suffix('.html')}")
 
 

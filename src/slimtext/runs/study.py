@@ -104,6 +104,34 @@ PRESETS = {
         rnn_lr=1e-3,
     ),
 }
+
+
+def preset_with(name: str, overrides: list[str] | None = None) -> StudyPreset:
+    """A preset with `key=value` overrides of its fields (e.g. `epochs=1`, `max_examples=4000`)."""
+    import typing  # noqa: PLC0415
+    from dataclasses import fields, replace  # noqa: PLC0415
+
+    from slimtext.config import _coerce  # noqa: PLC0415
+
+    if name not in PRESETS:
+        raise UnknownNameError("study preset", name, list(PRESETS))
+    hints = typing.get_type_hints(StudyPreset)
+    changes = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SlimtextError(f"preset override {item!r} is not key=value")
+        if key == "seeds":
+            raise SlimtextError("set the seeds with --seeds, not --set")
+        if key not in hints:
+            raise UnknownNameError("study preset key", key, [f.name for f in fields(StudyPreset)])
+        try:
+            changes[key] = _coerce(value, hints[key])
+        except ValueError as e:
+            raise SlimtextError(f"preset override {item!r}: {e}") from None
+    return replace(PRESETS[name], **changes)
+
+
 METHODS = ("teacher", "odd", "even", "lora-odd", "lstm", "distilrnn", "tfidf")
 
 
@@ -316,16 +344,16 @@ def run_study(
     quiet: bool = False,
     threads: int = 0,
     runner: Runner | None = None,
+    overrides: list[str] | None = None,
 ) -> Path:
     """Run (or complete) a study and write its report; returns the path of report.md.
 
     seeds: default the preset's. threads: torch threads per run (0: torch's default).
-    runner: how a command runs (tests inject a fake); default a subprocess per run."""
+    runner: how a command runs (tests inject a fake); default a subprocess per run.
+    overrides: `key=value` changes to the preset's fields, recorded in study.json."""
     from slimtext.runs.report import write_report  # noqa: PLC0415
 
-    if preset not in PRESETS:
-        raise UnknownNameError("study preset", preset, list(PRESETS))
-    p = PRESETS[preset]
+    p = preset_with(preset, overrides)
     seeds = tuple(int(s) for s in (seeds if seeds is not None else p.seeds))
     if not seeds:
         raise SlimtextError("a study needs at least one seed")
@@ -343,7 +371,8 @@ def run_study(
     status = execute(runs, out, runner, quiet)
     dirs = [out / r.name for r in runs if (out / r.name).is_dir()]
     md, html = write_report(
-        dirs, out, title=f"slimtext study: {data}, preset {preset}", sweep=False
+        dirs, out, title=f"slimtext study: {data}, preset {preset}{''.join(f', {o}' for o in overrides or [])}",
+        sweep=False,
     )
     if not quiet:
         print(f"report: {md}\n        {html}", file=sys.stderr)

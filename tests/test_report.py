@@ -134,6 +134,8 @@ def test_study_sentences_odd_even_distilrnn_and_teacher(tmp_path):
         "lora-odd: 23% fewer parameters than the teacher (17.42M vs 22.71M), trains 0.23% of them"
         in md
     )
+    assert "lstm: 28× fewer parameters than the teacher (800.0k vs 22.71M)" in md
+    assert "tfidf: 1,136× fewer parameters than the teacher" in md  # not "100.0% fewer"
 
 
 def test_copes_with_missing_fields_and_unfinished_runs(tmp_path):

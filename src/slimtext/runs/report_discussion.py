@@ -115,8 +115,10 @@ def _versus_teacher(teacher: Group, others: list[Group]) -> list[str]:
         trainable, f1 = g.stat("trainable_params").mean, g.stat("test.macro_f1").mean
         if t_params and params:
             change = 100 * (1 - params / t_params)
-            pct = f"{abs(change):.1f}" if abs(change) > 99 else f"{abs(change):.0f}"
-            size = f"{pct}% {'fewer' if change >= 0 else 'more'} parameters than the teacher"
+            if params < t_params / 20:  # "100.0% fewer" would hide a 3,500x difference
+                size = f"{t_params / params:,.0f}× fewer parameters than the teacher"
+            else:
+                size = f"{abs(change):.0f}% {'fewer' if change >= 0 else 'more'} parameters than the teacher"
             parts.append(f"{size} ({human_count(params)} vs {human_count(t_params)})")
         if trainable and params and trainable < params:
             parts.append(f"trains {100 * trainable / params:.2g}% of them")

@@ -124,7 +124,9 @@ def _versus_teacher(teacher: Group, others: list[Group]) -> list[str]:
             parts.append(f"trains {100 * trainable / params:.2g}% of them")
         if t_ms and ms:
             ratio = t_ms / ms
-            speed = f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.1f}× slower"
+            times = ratio if ratio >= 1 else 1 / ratio
+            times = f"{times:,.0f}" if times >= 100 else f"{times:.1f}"
+            speed = f"{times}× {'faster' if ratio >= 1 else 'slower'}"
             parts.append(f"{speed} per example ({ms:.3f} vs {t_ms:.3f} ms)")
         if t_f1 and f1 is not None:
             parts.append(f"reaches {100 * f1 / t_f1:.0f}% of the teacher's mean test macro-F1")

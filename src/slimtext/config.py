@@ -98,12 +98,26 @@ def _coerce(value: str, typ: Any):
     return typ(value)
 
 
+def split_override(item: str, what: str = "override") -> tuple[str, str]:
+    """`key=value` -> (key, value), or a clear error."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SlimtextError(f"{what} {item!r} is not key=value")
+    return key, value
+
+
+def coerce_field(klass: type, name: str, value: str, what: str):
+    """`value` typed as field `name` of dataclass `klass`; an unknown name lists the valid ones."""
+    hints = typing.get_type_hints(klass)
+    if name not in hints:
+        raise UnknownNameError(what, name, list(hints))
+    return _coerce(value, hints[name])
+
+
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
     """`section.key=value` (or a bare `key=value` when the key is unique across sections)."""
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SlimtextError(f"override {item!r} is not key=value")
+        key, value = split_override(item)
         if "." in key:
             section, name = key.split(".", 1)
         else:
@@ -113,11 +127,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
             section, name = owners[0], key
         if section not in SECTIONS:
             raise UnknownNameError("config section", section, list(SECTIONS))
-        klass = SECTIONS[section][0]
-        hints = typing.get_type_hints(klass)
-        if name not in hints:
-            raise UnknownNameError(f"{section} key", name, list(hints))
-        d.setdefault(section, {})[name] = _coerce(value, hints[name])
+        d.setdefault(section, {})[name] = coerce_field(SECTIONS[section][0], name, value, f"{section} key")
     return d
 
 

@@ -108,25 +108,19 @@ PRESETS = {
 
 def preset_with(name: str, overrides: list[str] | None = None) -> StudyPreset:
     """A preset with `key=value` overrides of its fields (e.g. `epochs=1`, `max_examples=4000`)."""
-    import typing  # noqa: PLC0415
-    from dataclasses import fields, replace  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
 
-    from slimtext.config import _coerce  # noqa: PLC0415
+    from slimtext.config import coerce_field, split_override  # noqa: PLC0415
 
     if name not in PRESETS:
         raise UnknownNameError("study preset", name, list(PRESETS))
-    hints = typing.get_type_hints(StudyPreset)
     changes = {}
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SlimtextError(f"preset override {item!r} is not key=value")
+        key, value = split_override(item, "preset override")
         if key == "seeds":
             raise SlimtextError("set the seeds with --seeds, not --set")
-        if key not in hints:
-            raise UnknownNameError("study preset key", key, [f.name for f in fields(StudyPreset)])
         try:
-            changes[key] = _coerce(value, hints[key])
+            changes[key] = coerce_field(StudyPreset, key, value, "study preset key")
         except ValueError as e:
             raise SlimtextError(f"preset override {item!r}: {e}") from None
     return replace(PRESETS[name], **changes)

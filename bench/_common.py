@@ -35,7 +35,7 @@ def set_threads(n: int) -> int:
 
 def machine() -> dict:
     """The run summary's machine record, plus what a benchmark reader needs about the CPU."""
-    from slimtext.train.finetune import machine as run_machine  # noqa: PLC0415
+    from slimtext.recipes.finetune import machine as run_machine  # noqa: PLC0415
 
     return {**run_machine(), "processor": _cpu_name(), "physical_cores": physical_cores(),
             "load_average": os.getloadavg()}

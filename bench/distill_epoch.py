@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from slimtext.config import RunConfig
-from slimtext.runs.rundir import RunDir
-from slimtext.train.distill import distill
+from slimtext.recipes.distill import distill
+from slimtext.rundir import RunDir
 
 
 def one_epoch(teacher: Path, alpha: float, layers: str, threads: int, max_examples: int | None, out: Path) -> float:

@@ -38,16 +38,16 @@ from _common import machine, print_table, set_threads, write_json  # noqa: E402
 
 from slimtext.config import RunConfig  # noqa: E402
 from slimtext.data.registry import load_dataset  # noqa: E402
-from slimtext.export import export, inference_copy  # noqa: E402
+from slimtext.inference.export import export, inference_copy  # noqa: E402
+from slimtext.inference.predictor import load_model, load_predictor  # noqa: E402
 from slimtext.models import hf_keys, hub  # noqa: E402
-from slimtext.predict import load_model, load_predictor  # noqa: E402
-from slimtext.runs.rundir import RunDir, atomic_save_safetensors  # noqa: E402
+from slimtext.rundir import RunDir, atomic_save_safetensors  # noqa: E402
 from slimtext.train.metrics import classification_metrics  # noqa: E402
 
 
 def dev_run(folder: Path) -> Path:
     """A stand-in run: minilm-l6 with a seeded random head (method head, weights = the head)."""
-    from slimtext.models.registry import build_classifier, build_tokenizer
+    from slimtext.models.factory import build_classifier, build_tokenizer
 
     cfg = RunConfig.from_dict({"model": {"model": "minilm-l6", "method": "head"}})
     labels = ["not toxic", "toxic"]
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         run = Path(args.run) if args.run else dev_run(tmp / "run")
         print("exporting ONNX ...", file=sys.stderr)
         exported = export(run, onnx=True, int8=True, out=tmp / "exported")
-        from slimtext.onnx_predictor import OnnxPredictor
+        from slimtext.inference.onnx import OnnxPredictor
 
         contenders = {
             "slimtext torch": load_predictor(run),

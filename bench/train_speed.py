@@ -51,10 +51,10 @@ from slimtext.data.registry import DataConfig, load_dataset  # noqa: E402
 from slimtext.data.tokenize import WordPiece  # noqa: E402
 from slimtext.models import hub  # noqa: E402
 from slimtext.models.encoder import EncoderClassifier, load_encoder  # noqa: E402
-from slimtext.models.registry import apply_method  # noqa: E402
-from slimtext.runs.rundir import RunDir  # noqa: E402
+from slimtext.models.factory import apply_method  # noqa: E402
+from slimtext.recipes.finetune import encode_splits  # noqa: E402
+from slimtext.rundir import RunDir  # noqa: E402
 from slimtext.train import head_cache  # noqa: E402
-from slimtext.train.finetune import encode_splits  # noqa: E402
 from slimtext.train.loop import TrainConfig, fit, make_optimizer, make_scheduler, train_step  # noqa: E402
 from slimtext.train.losses import CrossEntropy  # noqa: E402
 

@@ -11,9 +11,9 @@ import pytest
 
 from slimtext.config import RunConfig
 from slimtext.errors import SlimtextError
-from slimtext.runs.baseline import train_baseline
-from slimtext.runs.rundir import RunDir
-from slimtext.train.finetune import prepare
+from slimtext.recipes.baseline import train_baseline
+from slimtext.recipes.finetune import prepare
+from slimtext.rundir import RunDir
 
 SUMMARY_KEYS = {
     "dataset", "model", "method", "labels", "seed", "best_epoch", "train_seconds", "peak_memory_mb",
@@ -42,11 +42,11 @@ def test_baseline_run_directory(tiny_csv, tmp_path):
 def test_baseline_module_command(tiny_csv, tmp_path):
     out = tmp_path / "b"
     proc = subprocess.run(
-        [sys.executable, "-m", "slimtext.runs.baseline", "--data", str(tiny_csv), "--seed", "3",
+        [sys.executable, "-m", "slimtext.recipes.baseline", "--data", str(tiny_csv), "--seed", "3",
          "--max-examples", "100", "--out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["seed"] == 3 and sum(map(sum, s["confusion"]["test"])) == 30  # test of 300 is 30 < 100
-    assert "slimtext.runs.baseline" in (out / "command.txt").read_text()
+    assert "slimtext.recipes.baseline" in (out / "command.txt").read_text()

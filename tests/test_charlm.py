@@ -7,8 +7,7 @@ from typer.testing import CliRunner
 from slimtext.cli_lm import app
 from slimtext.errors import SlimtextError
 from slimtext.models.charlm import CharLM, CharLMConfig, CharLMVocab, UnknownCharError
-from slimtext.runs.rundir import RunDir
-from slimtext.train.lm import (
+from slimtext.recipes.lm import (
     LMTrainConfig,
     ThreadTuner,
     load_charlm,
@@ -16,6 +15,7 @@ from slimtext.train.lm import (
     train_lm,
     windows,
 )
+from slimtext.rundir import RunDir
 
 CORPUS = "the cat sat on the mat. " * 40
 

@@ -2,15 +2,10 @@ import pytest
 from typer.testing import CliRunner
 
 from slimtext.cli_lm import app
-from slimtext.data.chartask import (
-    CharTaskConfig,
-    load_text,
-    make_char_task,
-    next_is_vowel,
-    tinyshakespeare_path,
-)
+from slimtext.data.chartask import CharTaskConfig, make_char_task, next_is_vowel
+from slimtext.data.registry import text_corpus
 from slimtext.errors import UnknownNameError
-from slimtext.runs.rundir import RunDir
+from slimtext.rundir import RunDir
 
 CORPUS = "banana bread is nice. apples are sweet. " * 30
 
@@ -46,21 +41,20 @@ def test_unknown_task_and_missing_corpus(tmp_path):
     with pytest.raises(UnknownNameError, match="next-is-vowel"):
         make_char_task(CORPUS, CharTaskConfig(task="next-is-vowl"))
     with pytest.raises(UnknownNameError, match="tinyshakespeare"):
-        load_text(str(tmp_path / "nope.txt"))
+        text_corpus(str(tmp_path / "nope.txt"))
 
 
-def test_tinyshakespeare_path_uses_slimtext_data(tmp_path, monkeypatch):
+def test_tinyshakespeare_comes_from_slimtext_data(tmp_path, monkeypatch):
     (tmp_path / "tinyshakespeare").mkdir()
     (tmp_path / "tinyshakespeare" / "input.txt").write_text("First Citizen:\n", encoding="utf-8")
     monkeypatch.setenv("SLIMTEXT_DATA", str(tmp_path))
-    assert tinyshakespeare_path() == tmp_path / "tinyshakespeare" / "input.txt"
-    assert load_text("tinyshakespeare") == "First Citizen:\n"
+    assert text_corpus("tinyshakespeare") == "First Citizen:\n"
 
 
 def test_char_task_trains_through_the_shared_loop_and_predicts(tmp_path):
     from slimtext.config import RunConfig
-    from slimtext.predict import load_predictor
-    from slimtext.train.finetune import train
+    from slimtext.inference.predictor import load_predictor
+    from slimtext.recipes.finetune import train
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")

@@ -140,7 +140,7 @@ def test_unknown_names_list_valid_ones():
     with pytest.raises(UnknownNameError, match=r"unknown dataset 'davidsn'.*davidson.*Did you mean 'davidson'"):
         load_dataset(DataConfig(data="davidsn"))
     from slimtext.config import RunConfig
-    from slimtext.models.registry import build_tokenizer
+    from slimtext.models.factory import build_tokenizer
 
     cfg = RunConfig()
     cfg.model.model = "lstmm"

@@ -1,6 +1,6 @@
 """Distillation on tiny models: which teacher layers a student gets (1-based, weight by weight),
 layer-spec parsing, the teacher-logit cache (hit, no teacher pass, key), and tiny end-to-end runs
-(layer student, LoRA student, DistilRNN, resume) that reload through `slimtext.predict`."""
+(layer student, LoRA student, DistilRNN, resume) that reload through `slimtext.inference.predictor`."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from slimtext.checkpoint import build_model, load_model
 from slimtext.config import RunConfig
 from slimtext.data.registry import load_dataset
 from slimtext.errors import SlimtextError
-from slimtext.models import hub
+from slimtext.models import hub, students
 from slimtext.models.encoder import load_encoder
-from slimtext.models.registry import build_classifier
-from slimtext.predict import load_model
-from slimtext.runs.rundir import RunDir
-from slimtext.train import distill as D
-from slimtext.train import teacher_cache
-from slimtext.train.finetune import encode_splits, train
+from slimtext.recipes import distill as D
+from slimtext.recipes import teacher_cache
+from slimtext.recipes.finetune import encode_splits, train
+from slimtext.rundir import RunDir
 from slimtext.train.loop import evaluate
 
 transformers = pytest.importorskip("transformers")
@@ -77,9 +76,9 @@ def assert_layer_from(student_layer, teacher_layers, src: int):
 )
 def test_student_gets_exactly_the_listed_teacher_layers(tmp_path, spec, expected):
     teacher = distinct_teacher(tmp_path / "ckpt", layers=6)
-    layers = D.parse_student_layers(spec, 6)
+    layers = students.parse_student_layers(spec, 6)
     assert layers == expected
-    student = D.layer_student(teacher, layers, num_labels=2)
+    student = students.layer_student(teacher, layers, num_labels=2)
     assert len(student.encoder.layers) == len(expected) == student.encoder.config.num_layers
     for i, src in enumerate(expected):
         assert_layer_from(student.encoder.layers[i], teacher.encoder.layers, src)
@@ -99,11 +98,11 @@ def test_student_gets_exactly_the_listed_teacher_layers(tmp_path, spec, expected
     )
 
 
-def test_registry_rebuilds_a_full_student_from_the_base_checkpoint(tmp_path):
+def test_checkpoint_rebuilds_a_full_student_from_the_base_checkpoint(tmp_path):
     folder = tiny_checkpoint(tmp_path / "ckpt", layers=4)
     cfg = RunConfig()
     cfg.model.model, cfg.distill.teacher, cfg.distill.student_layers = str(folder), "unused", "1,4"
-    model = build_classifier(cfg, 2, tokenizer=None)
+    model = build_model(cfg, 2, tokenizer=None)
     base = load_encoder(folder)
     assert len(model.encoder.layers) == 2
     for i, src in enumerate([1, 4]):
@@ -129,7 +128,7 @@ def test_registry_rebuilds_a_full_student_from_the_base_checkpoint(tmp_path):
     ],
 )
 def test_parse_student_layers(spec, n, k, expected):
-    assert D.parse_student_layers(spec, n, k) == expected
+    assert students.parse_student_layers(spec, n, k) == expected
 
 
 @pytest.mark.parametrize(
@@ -151,7 +150,7 @@ def test_parse_student_layers(spec, n, k, expected):
 )
 def test_parse_student_layers_errors(spec, n, k, match):
     with pytest.raises(SlimtextError, match=match):
-        D.parse_student_layers(spec, n, k)
+        students.parse_student_layers(spec, n, k)
 
 
 # --- end to end on a tiny teacher -----------------------------------------------------------------
@@ -257,26 +256,26 @@ def test_cache_key_follows_the_teacher_weights(teacher_run, tmp_path, teacher_pa
     ids = load_dataset(RunConfig.from_dict(RunDir(teacher_run).read_config()).data).split_ids()[
         "train"
     ]
-    key = D.cache_key(teacher_run, ids)
-    assert key == D.cache_key(teacher_run, ids)
-    assert key != D.cache_key(teacher_run, ids[::-1]) and key != D.cache_key(teacher_run, ids[:-1])
+    key = teacher_cache.cache_key(teacher_run, ids)
+    assert key == teacher_cache.cache_key(teacher_run, ids)
+    assert key != teacher_cache.cache_key(teacher_run, ids[::-1]) and key != teacher_cache.cache_key(teacher_run, ids[:-1])
     D.distill(student_cfg(teacher_run, "lstm"), out=tmp_path / "a", quiet=True)
     weights = RunDir(teacher_run).weights_path
     sd = load_file(weights)
     sd["classifier.bias"] = sd["classifier.bias"] + 1.0
     save_file(sd, weights)
-    assert D.cache_key(teacher_run, ids) != key
+    assert teacher_cache.cache_key(teacher_run, ids) != key
     s = D.distill(student_cfg(teacher_run, "lstm"), out=tmp_path / "b", quiet=True)
     assert s["cache_hit"] is False and teacher_passes == [len(ids), len(ids)]
-    assert len(list((D.cache_path(key).parent).glob("*.safetensors"))) == 2
+    assert len(list((teacher_cache.cache_path(key).parent).glob("*.safetensors"))) == 2
 
 
 def test_cached_logits_join_by_example_id():
     logits = torch.arange(6.0).view(3, 2)  # (N, C)
-    assert D.align_logits(["a", "b", "c"], logits, ["a", "b", "c"]) is logits
-    torch.testing.assert_close(D.align_logits(["a", "b", "c"], logits, ["c", "a"]), logits[[2, 0]])
+    assert teacher_cache.align_logits(["a", "b", "c"], logits, ["a", "b", "c"]) is logits
+    torch.testing.assert_close(teacher_cache.align_logits(["a", "b", "c"], logits, ["c", "a"]), logits[[2, 0]])
     with pytest.raises(SlimtextError, match="lack 1 train examples"):
-        D.align_logits(["a", "b"], logits[:2], ["a", "z"])
+        teacher_cache.align_logits(["a", "b"], logits[:2], ["a", "z"])
 
 
 def test_interrupted_lora_student_resumes_to_the_same_weights(

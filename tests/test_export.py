@@ -9,8 +9,8 @@ import torch
 
 from conftest import write_tiny_csv
 from slimtext.errors import SlimtextError, UnknownNameError
-from slimtext.export import export, torch_int8
-from slimtext.predict import load_model, load_predictor
+from slimtext.inference.export import export, torch_int8
+from slimtext.inference.predictor import load_model, load_predictor
 from test_speed_paths import tiny_bert_folder, tiny_run_config
 
 ort = pytest.importorskip("onnxruntime")
@@ -22,7 +22,7 @@ TEXTS = ["a good movie", "bad", "the plot was really awful and the actor quite p
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     """A finished LoRA run of the tiny BERT (trained once for this module)."""
-    from slimtext.train.finetune import train
+    from slimtext.recipes.finetune import train
 
     tmp = tmp_path_factory.mktemp("export")
     threads = torch.get_num_threads()

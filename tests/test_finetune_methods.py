@@ -13,8 +13,8 @@ import pytest
 from safetensors.torch import load_file
 
 from slimtext.config import RunConfig
-from slimtext.predict import load_model
-from slimtext.train.finetune import train
+from slimtext.inference.predictor import load_model
+from slimtext.recipes.finetune import train
 
 
 def cfg_for(csv, folder, method: str) -> RunConfig:

@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from fake_runs import write_run, write_study
-from slimtext.runs.report import group_of, load_run, stat, swept_keys, write_report
+from slimtext.experiments.report import group_of, load_run, stat, swept_keys, write_report
 
 
 def _row(md: str, method: str) -> list[str]:
@@ -207,7 +207,7 @@ def test_collect_run_dirs_expands_a_study_folder_in_plan_order(tmp_path):
     import json
 
     from slimtext.errors import SlimtextError
-    from slimtext.runs.report import collect_run_dirs
+    from slimtext.experiments.report import collect_run_dirs
 
     dirs = write_study(tmp_path / "study", seeds=(0,))
     (tmp_path / "study" / "logs").mkdir()

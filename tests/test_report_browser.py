@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fake_runs import write_study
-from slimtext.runs.report import write_report
+from slimtext.experiments.report import write_report
 
 pytestmark = pytest.mark.slow
 

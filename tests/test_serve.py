@@ -16,7 +16,7 @@ TOXIC_WORDS = {"hate", "idiot", "stupid"}
 
 
 class KeywordPredictor:
-    """Stands in for slimtext.predict's Predictor: 'toxic' when a rude word appears."""
+    """Stands in for slimtext.inference.predictor's Predictor: 'toxic' when a rude word appears."""
 
     labels = ["not toxic", "toxic"]
 
@@ -303,7 +303,7 @@ def test_lock_covers_one_call_unless_thread_safe(thread_safe, expect_overlap):
     assert (predictor.peak > 1) == expect_overlap
 
 
-# ---- loading from a run directory (slimtext.predict replaced by a stand-in) ------------------
+# ---- loading from a run directory (slimtext.inference.predictor replaced by a stand-in) ------------------
 
 
 @pytest.fixture
@@ -314,9 +314,9 @@ def fake_predict_module(monkeypatch):
         loaded.append(run_dir)
         return KeywordPredictor()
 
-    module = types.ModuleType("slimtext.predict")
+    module = types.ModuleType("slimtext.inference.predictor")
     module.load_predictor = load_predictor
-    monkeypatch.setitem(sys.modules, "slimtext.predict", module)
+    monkeypatch.setitem(sys.modules, "slimtext.inference.predictor", module)
     return loaded
 
 

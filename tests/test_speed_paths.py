@@ -17,9 +17,9 @@ from slimtext.data.batches import EncodedSplit
 from slimtext.errors import UnknownNameError
 from slimtext.models.encoder import Encoder, EncoderClassifier, EncoderConfig
 from slimtext.models.lora import LoRAConfig, inject
-from slimtext.runs.rundir import RunDir, load_safetensors
+from slimtext.recipes.finetune import train
+from slimtext.rundir import RunDir, load_safetensors
 from slimtext.train import head_cache
-from slimtext.train.finetune import train
 from slimtext.train.loop import TrainConfig, fit, make_optimizer, predict_logits
 
 transformers = pytest.importorskip("transformers")
@@ -113,7 +113,7 @@ def test_cached_head_training_matches_the_uncached_loop_without_dropout(tmp_path
 
 
 def test_head_run_uses_the_cache_reloads_and_resumes_exactly(tmp_path, tiny_csv):
-    from slimtext.predict import load_predictor
+    from slimtext.inference.predictor import load_predictor
 
     folder = tiny_bert_folder(tmp_path / "bert")
     cfg = tiny_run_config(folder, tiny_csv, "head", epochs=2)
@@ -123,7 +123,7 @@ def test_head_run_uses_the_cache_reloads_and_resumes_exactly(tmp_path, tiny_csv)
     assert predictor.predict_proba(["a good movie", "bad"]).shape == (2, 2)
     # a run killed after epoch 1 and resumed ends with exactly the same weights
     script = ("import sys; from pathlib import Path; from slimtext.config import RunConfig; "
-              "from slimtext.train.finetune import train; import yaml; "
+              "from slimtext.recipes.finetune import train; import yaml; "
               "train(RunConfig.from_dict(yaml.safe_load(Path(sys.argv[1]).read_text())), "
               "Path(sys.argv[2]), quiet=True)")
     cfg.save(tmp_path / "cfg.yaml")

@@ -12,8 +12,7 @@ import pytest
 
 from fake_runs import write_run
 from slimtext.errors import SlimtextError
-from slimtext.runs.rundir import RunDir
-from slimtext.runs.study import (
+from slimtext.experiments.study import (
     METHODS,
     PRESETS,
     StudyPreset,
@@ -21,6 +20,7 @@ from slimtext.runs.study import (
     run_study,
     subprocess_runner,
 )
+from slimtext.rundir import RunDir
 
 
 class FakeRunner:
@@ -81,7 +81,7 @@ def test_plan_names_order_and_identical_data_options(tmp_path):
     )
     assert by["distilrnn-s0"][by["distilrnn-s0"].index("--student") + 1] == "lstm"
     assert by["teacher-s0"][:2] == ["slimtext", "train"] and "minilm-l6" in by["teacher-s0"]
-    assert by["tfidf-s0"][0] == "slimtext.runs.baseline"
+    assert by["tfidf-s0"][0] == "slimtext.recipes.baseline"
     full = plan_study(PRESETS["full"], "davidson", (0,), tmp_path)
     odd = next(r.argv for r in full if r.name == "odd-s0")
     assert odd[odd.index("--student-layers") + 1] == "1,3,5,7,9,11"

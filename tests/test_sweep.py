@@ -14,9 +14,9 @@ import yaml
 from fake_runs import write_run
 from slimtext.config import apply_overrides
 from slimtext.errors import SlimtextError
-from slimtext.runs import study
-from slimtext.runs.rundir import RunDir
-from slimtext.runs.sweep import load_sweep, point_name, run_sweep
+from slimtext.experiments import study
+from slimtext.experiments.sweep import load_sweep, point_name, run_sweep
+from slimtext.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 SCORES = {("sgd", 16): 0.61, ("sgd", 32): 0.64, ("adam", 16): 0.83, ("adam", 32): 0.78}

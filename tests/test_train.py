@@ -13,8 +13,8 @@ import torch
 
 from slimtext.config import RunConfig, apply_overrides
 from slimtext.errors import SlimtextError, UnknownNameError
-from slimtext.runs.rundir import RunDir, atomic_write_text
-from slimtext.train.finetune import prepare, train
+from slimtext.recipes.finetune import prepare, train
+from slimtext.rundir import RunDir, atomic_write_text
 
 TIMING = {"epoch_seconds", "examples_per_s", "peak_memory_mb"}
 
@@ -155,17 +155,17 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~umask
 
 
-def test_best_run_serves_a_loadable_model_never_the_tfidf_baseline(tiny_csv, tmp_path):
-    from slimtext.predict import load_predictor
-    from slimtext.runs.baseline import train_baseline
-    from slimtext.runs.rundir import best_run
+def test_default_run_serves_a_loadable_model_never_the_tfidf_baseline(tiny_csv, tmp_path):
+    from slimtext.experiments.select import default_run
+    from slimtext.inference.predictor import load_predictor
+    from slimtext.recipes.baseline import train_baseline
 
     cfg = tiny_cfg(tiny_csv, epochs=1)
     train(cfg, out=tmp_path / "runs" / "lstm", quiet=True)
     train_baseline(cfg, tmp_path / "runs" / "tfidf", quiet=True)
     s = RunDir(tmp_path / "runs" / "tfidf").read_summary()
-    s["test"]["macro_f1"] = 1.0  # even when the baseline scores best
+    s["dev"]["macro_f1"] = 1.0  # even when the baseline scores best
     RunDir(tmp_path / "runs" / "tfidf").write_summary(s)
-    chosen = best_run(tmp_path / "runs")
+    chosen = default_run(tmp_path / "runs")
     assert chosen == tmp_path / "runs" / "lstm"
     assert load_predictor(chosen).predict("a good movie") in ("neg", "pos")

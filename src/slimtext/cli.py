@@ -55,7 +55,7 @@ def data_show(name: str, data_dir: str | None = None, examples: int = 3):
 def models_list():
     """List the models slimtext knows (RNNs and transformer checkpoints)."""
     from slimtext.models import hub  # noqa: PLC0415
-    from slimtext.models.registry import RNN_MODELS  # noqa: PLC0415
+    from slimtext.models.factory import RNN_MODELS  # noqa: PLC0415
 
     for name in RNN_MODELS:
         typer.echo(f"{name:12s} recurrent classifier trained from scratch (word or char vocabulary)")
@@ -78,7 +78,7 @@ def train_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set:
               resume: Annotated[Path | None, typer.Option(help="continue this interrupted run directory")] = None,
               quiet: bool = False):
     """Train one classifier and print its test metrics. Writes a run directory."""
-    from slimtext.train.finetune import train  # noqa: PLC0415
+    from slimtext.recipes.finetune import train  # noqa: PLC0415
 
     _run_and_print(train, cfg, out, resume, quiet)
 
@@ -105,7 +105,7 @@ def distill_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, se
     """Distil a fine-tuned teacher run (--teacher RUN) into a layer-selected transformer student
     (--student-layers odd|even|first|last|1,3,5; 1-based) or an RNN (--student lstm: DistilRNN).
     The teacher's logits are computed once per teacher and split, cached, and reused."""
-    from slimtext.train.distill import distill  # noqa: PLC0415
+    from slimtext.recipes.distill import distill  # noqa: PLC0415
 
     _run_and_print(distill, cfg, out, resume, quiet)
 
@@ -125,8 +125,8 @@ def evaluate_cmd(run: Path, split: Annotated[str, typer.Option(help="train, dev,
                  data_dir: str | None = None):
     """Evaluate a finished run on a split of its dataset (the run's own split ids)."""
     from slimtext.data.registry import load_dataset  # noqa: PLC0415
-    from slimtext.predict import load_model  # noqa: PLC0415
-    from slimtext.train.finetune import encode_splits  # noqa: PLC0415
+    from slimtext.inference.predictor import load_model  # noqa: PLC0415
+    from slimtext.recipes.finetune import encode_splits  # noqa: PLC0415
     from slimtext.train.loop import evaluate  # noqa: PLC0415
 
     model, tok, cfg, labels = load_model(run)
@@ -146,7 +146,7 @@ def evaluate_cmd(run: Path, split: Annotated[str, typer.Option(help="train, dev,
 def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="texts to classify ('-' reads lines from stdin)")],
                 backend: BackendOpt = "torch"):
     """Classify texts with a finished run; prints label and probabilities per text."""
-    from slimtext.predict import load_predictor  # noqa: PLC0415
+    from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
 
     if texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -164,7 +164,7 @@ def export_cmd(run: Annotated[Path, typer.Argument(help="a finished run director
                int8: Annotated[bool, typer.Option(help="also model.int8.onnx (dynamic int8 weights); implies --onnx")] = False,
                out: Annotated[Path | None, typer.Option(help="write a self-contained folder here instead")] = None):
     """Export a run for serving: merged LoRA weights, ONNX, int8 ONNX."""
-    from slimtext.export import export  # noqa: PLC0415
+    from slimtext.inference.export import export  # noqa: PLC0415
 
     if not (merged or onnx or int8):
         raise SlimtextError("nothing to export: pass --merged, --onnx and/or --int8")
@@ -183,7 +183,7 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
     """Run the whole comparison (teacher, odd and even layer students, LoRA student, LSTM,
     DistilRNN, TF-IDF baseline) over several seeds, then write report.md and report.html.
     Rerunning it after an interruption skips finished runs and resumes unfinished ones."""
-    from slimtext.runs.study import run_study  # noqa: PLC0415
+    from slimtext.experiments.study import run_study  # noqa: PLC0415
 
     seed_list = [int(x) for x in seeds.split(",")] if seeds else None
     md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=quiet, threads=threads,
@@ -200,7 +200,7 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
               quiet: bool = False):
     """A resumable grid over learning rate, batch size, optimizer, method and seed, or an Optuna
     search (SQLite storage in the sweep folder; $SLIMTEXT_OPTUNA_STORAGE to share one)."""
-    from slimtext.runs.sweep import run_sweep  # noqa: PLC0415
+    from slimtext.experiments.sweep import run_sweep  # noqa: PLC0415
 
     md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=quiet)
     typer.echo(f"report: {md}")
@@ -212,25 +212,25 @@ def report_cmd(runs: Annotated[list[Path], typer.Argument(help="run directories,
                title: str | None = None,
                metric: Annotated[str, typer.Option(help="metric the discussion and best-run mark use")] = "macro_f1"):
     """Write report.md and a self-contained report.html from run directories only."""
-    from slimtext.runs.report import collect_run_dirs, write_report  # noqa: PLC0415
+    from slimtext.experiments.report import collect_run_dirs, write_report  # noqa: PLC0415
 
     md, html = write_report(collect_run_dirs(runs), out, title=title, metric=metric)
     typer.echo(f"report: {md}\nreport: {html}")
 
 
 @app.command("serve")
-def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (default: the best model of the latest study under runs/)")] = None,
+def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (default: the run with the best dev macro-F1 in the latest study under runs/)")] = None,
               host: str = "127.0.0.1", port: int = 8000,
               workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model")] = 1,
               backend: BackendOpt = "torch"):
     """Serve a model: a page that says whether a text is toxic, and a JSON API (docs/web.md)."""
     import os  # noqa: PLC0415
 
-    from slimtext.runs.rundir import best_run  # noqa: PLC0415
+    from slimtext.experiments.select import default_run  # noqa: PLC0415
     from slimtext.serve.app import serve  # noqa: PLC0415
 
     os.environ["SLIMTEXT_BACKEND"] = backend  # read by every worker's app factory
-    run = run or best_run()
+    run = run or default_run()
     typer.echo(f"serving {run} on http://{host}:{port}", err=True)
     serve(run, host=host, port=port, workers=workers)
 

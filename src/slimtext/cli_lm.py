@@ -23,7 +23,7 @@ import typer
 
 from slimtext.config import RunConfig, dataclass_command, with_config_options
 from slimtext.errors import SlimtextError
-from slimtext.train.lm import LMTrainConfig, load_charlm, train_lm
+from slimtext.recipes.lm import LMTrainConfig, load_charlm, train_lm
 
 app = typer.Typer(
     help="Character-level language models (LSTM, TBPTT) and character tasks.", no_args_is_help=True
@@ -102,8 +102,8 @@ def chartask(
 ):
     """Train a character-level RNN classifier on a task built from a corpus (held-out text for
     dev and test), through the same loop as `slimtext train`; print its test accuracy."""
-    from slimtext.predict import load_predictor  # noqa: PLC0415
-    from slimtext.train.finetune import train  # noqa: PLC0415
+    from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
+    from slimtext.recipes.finetune import train  # noqa: PLC0415
 
     cfg.data.data, cfg.data.max_examples = f"chartask:{task}:{window}:{data}", max_examples
     cfg.model.model, cfg.model.tokenizer = cfg.rnn.cell, "char"

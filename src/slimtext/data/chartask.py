@@ -1,4 +1,5 @@
-"""Character-classification tasks built from any text corpus, and the plain-text corpora they use.
+"""Character-classification tasks built from any text (the corpus itself comes from
+`slimtext.data.registry.text_corpus`).
 
 `next-is-vowel`: each example is the `window` characters before a position whose character is an
 ASCII letter; the label is 1 ("vowel") if that next character is one of a, e, i, o, u (any case),
@@ -15,39 +16,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from slimtext.errors import SlimtextError, UnknownNameError
 
 VOWELS = frozenset("aeiouAEIOU")
 ASCII_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 SPLITS = ("train", "dev", "test")
-
-
-def tinyshakespeare_path() -> Path:
-    """Tiny Shakespeare's input.txt, found like every dataset file (`slimtext.data.sources`):
-    `$SLIMTEXT_DATA`, the cache, then a sha256-checked download."""
-    from slimtext.data.registry import FILES  # noqa: PLC0415
-    from slimtext.data.sources import resolve  # noqa: PLC0415
-
-    return resolve(FILES["tinyshakespeare"])
-
-
-CORPORA: dict[str, Callable[[], Path]] = {"tinyshakespeare": tinyshakespeare_path}
-
-
-def load_text(data: str) -> str:
-    """A corpus by name (see `CORPORA`) or a path to a UTF-8 text file."""
-    if data in CORPORA:
-        path = CORPORA[data]()
-    else:
-        path = Path(data)
-        if not path.is_file():
-            raise UnknownNameError("corpus (or an existing text file)", data, list(CORPORA))
-    text = path.read_text(encoding="utf-8")
-    if not text:
-        raise SlimtextError(f"{path} is empty")
-    return text
 
 
 def next_is_vowel(text: str, window: int) -> list[tuple[str, int]]:

@@ -121,10 +121,15 @@ def _rows(name: str, data_dir) -> dict[str, list[Row]]:
 def text_corpus(name: str = "tinyshakespeare", data_dir=None) -> str:
     """A plain-text corpus (language modelling): a named one or a path to a .txt file."""
     if Path(name).is_file():
-        return formats.read_text(Path(name))
-    if name != "tinyshakespeare":
-        raise UnknownNameError("text corpus", name, ["tinyshakespeare"])
-    return formats.read_text(resolve(FILES["tinyshakespeare"], data_dir))
+        path = Path(name)
+    elif name == "tinyshakespeare":
+        path = resolve(FILES["tinyshakespeare"], data_dir)
+    else:
+        raise UnknownNameError("text corpus (or an existing text file)", name, ["tinyshakespeare"])
+    text = formats.read_text(path)
+    if not text:
+        raise SlimtextError(f"{path} is empty")
+    return text
 
 
 def _to_examples(rows: list[Row], label_index: dict[str, int], label_map, where: str) -> tuple[list[Example], list[str]]:

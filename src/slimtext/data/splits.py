@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from slimtext.data.sources import cache_dir
 from slimtext.errors import SlimtextError
-from slimtext.runs.rundir import atomic_write_json
+from slimtext.rundir import atomic_write_json
 
 
 def stratified_split(

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from slimtext.errors import SlimtextError
-from slimtext.runs.rundir import atomic_write_json
+from slimtext.rundir import atomic_write_json
 
 PAD, UNK = "<pad>", "<unk>"
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)

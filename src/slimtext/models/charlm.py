@@ -1,7 +1,7 @@
 """Character-level LSTM models: a language model and a small classifier over characters.
 
 The language model reads characters one at a time and predicts the next one; it is trained with
-truncated backpropagation through time (see `slimtext.train.lm`). The classifier reuses the same
+truncated backpropagation through time (see `slimtext.recipes.lm`). The classifier reuses the same
 embedding -> LSTM backbone and reads the last hidden state through a linear `classifier` head.
 
 References:
@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimtext.errors import SlimtextError
-from slimtext.runs.rundir import atomic_write_json
+from slimtext.rundir import atomic_write_json
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, H)
 

@@ -156,8 +156,10 @@ def create_app_from_run(
     max_batch: int = 256,
     model_name: str = "",
 ) -> FastAPI:
-    """Load the run's predictor once (``slimtext.predict.load_predictor``), warm it up, build the app."""
-    from slimtext.predict import load_predictor  # lazy: torch / onnxruntime load only to serve
+    """Load the run's predictor once (``slimtext.inference.predictor.load_predictor``), warm it up, build the app."""
+    from slimtext.inference.predictor import (
+        load_predictor,  # lazy: torch / onnxruntime load only to serve
+    )
 
     run = Path(run_dir)
     if not run.is_dir():

@@ -12,7 +12,7 @@ from slimtext.serve.schemas import Prediction
 
 
 class Predictor(Protocol):
-    """What the app needs from a model (``slimtext.predict.load_predictor`` returns one)."""
+    """What the app needs from a model (``slimtext.inference.predictor.load_predictor`` returns one)."""
 
     labels: list[str]
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from slimtext.data.batches import EncodedSplit, collate, eval_batches, train_batches
 from slimtext.errors import SlimtextError, UnknownNameError
-from slimtext.runs.rundir import (
+from slimtext.rundir import (
     RunDir,
     atomic_save_safetensors,
     atomic_torch_save,

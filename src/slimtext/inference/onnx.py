@@ -1,6 +1,6 @@
 """A `Predictor` backed by ONNX Runtime: the run's exported `model.onnx` or `model.int8.onnx`.
 
-Same interface as `slimtext.predict.Predictor` (`labels`, `predict_proba(texts) -> (N, C)`), so
+Same interface as `slimtext.inference.predictor.Predictor` (`labels`, `predict_proba(texts) -> (N, C)`), so
 `slimtext predict`, `evaluate` and the web app take either. An `InferenceSession` may be called
 from several threads at once, hence `thread_safe = True` (the web app then skips its lock).
 Create the files with `slimtext export RUN --onnx [--int8]`; `load_predictor(RUN,
@@ -16,15 +16,8 @@ import numpy as np
 from slimtext.data.batches import EncodedSplit, collate, eval_batches
 from slimtext.data.tokenize import load_tokenizer
 from slimtext.errors import SlimtextError
-from slimtext.predict import LabelPredictor
-from slimtext.runs.rundir import RunDir
-
-ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"  # the names slimtext.export writes
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+from slimtext.inference.base import INT8_FILE, ONNX_FILE, LabelPredictor, softmax
+from slimtext.rundir import RunDir
 
 
 class OnnxPredictor(LabelPredictor):

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from slimtext.runs.report_data import Group
+from slimtext.experiments.report_data import Group
 
 CURVES = [
     ("train_loss", "Training loss"),

@@ -3,7 +3,7 @@ student built from them.
 
 Layer numbers are **1-based**, as papers count them: for a 12-layer teacher `odd` is 1,3,...,11 and
 `even` is 2,4,...,12; they become 0-based only at `Encoder.from_layers`. The recipe that trains a
-student is `slimtext.train.distill`.
+student is `slimtext.recipes.distill`; `slimtext.checkpoint` rebuilds a finished one.
 
 References:
 - Sanh et al. 2019, DistilBERT (a student initialised from every other teacher layer),
@@ -14,14 +14,11 @@ References:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 
-from slimtext.config import RunConfig
 from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.models.encoder import Encoder, EncoderClassifier
-from slimtext.train.teacher_cache import load_teacher
+from slimtext.models.lora import LoRALinear, merged_copy
 
 NAMED_SELECTIONS = ("odd", "even", "first", "last")
 
@@ -106,8 +103,6 @@ def layer_student(
     """A shallower `EncoderClassifier` initialised from `teacher`: embeddings, MPNet relative bias
     and the teacher layers numbered `layers` (**1-based**) in order, plus copies of the teacher's
     pooler and classifier head. Everything is a copy; a LoRA teacher is merged first."""
-    from slimtext.models.lora import LoRALinear, merged_copy  # noqa: PLC0415
-
     if any(isinstance(m, LoRALinear) for m in teacher.modules()):
         teacher = merged_copy(teacher)
     require_encoder(teacher)
@@ -129,25 +124,3 @@ def require_encoder(teacher: nn.Module) -> None:
             f"{type(teacher).__name__}; distill this teacher into an RNN instead "
             "(--student lstm, gru or rnn)"
         )
-
-
-def build_student(cfg: RunConfig, num_labels: int) -> EncoderClassifier:
-    """Rebuild a layer student from its run config (`models.registry.build_classifier` calls this).
-
-    method full: the base checkpoint `cfg.model.model` cut to `cfg.distill.student_layers`; the
-    run's weights then overwrite every tensor, so the teacher run is not needed. head / lora: the
-    frozen weights are the teacher's own layers, so they are taken from the teacher run again
-    (`cfg.distill.teacher`, an absolute path), which must still exist.
-    """
-    m = cfg.model
-    if m.method != "full":
-        teacher = load_teacher(Path(cfg.distill.teacher))[0]
-        layers = parse_student_layers(cfg.distill.student_layers, len(teacher.encoder.layers))
-        return layer_student(teacher, layers, num_labels, m.head_dropout)
-    from slimtext.models import hub  # noqa: PLC0415
-
-    model, _ = hub.load_classifier(m.model, num_labels, dropout=m.head_dropout, pooling=m.pooling)
-    layers = parse_student_layers(cfg.distill.student_layers, len(model.encoder.layers))
-    ids0 = [i - 1 for i in layers]  # 1-based -> 0-based
-    model.encoder = Encoder.from_layers(model.encoder, ids0)
-    return model

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 
-from slimtext.runs.report_data import (
+from slimtext.experiments.report_data import (
     Group,
     Run,
     _setting,
-    best_run,
     flatten,
     fmt,
     human_count,
     swept_keys,
 )
+from slimtext.experiments.select import select_best
 
 
 def _versus(a: Group, b: Group, key: str = "test.macro_f1") -> tuple[float, str]:
@@ -136,7 +136,7 @@ def _versus_teacher(teacher: Group, others: list[Group]) -> list[str]:
 
 
 def _sweep_sentences(runs: list[Run], metric: str) -> list[str]:
-    best = best_run(runs, metric)
+    best = select_best(runs, metric)
     if best is None:
         return []
     keys = [k for k in swept_keys(runs) if k != "train.seed"]

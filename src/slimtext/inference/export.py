@@ -34,11 +34,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from slimtext.checkpoint import load_model
 from slimtext.config import RunConfig
 from slimtext.errors import SlimtextError
+from slimtext.inference.base import INT8_FILE, ONNX_FILE
 from slimtext.models.lora import merged_copy
-from slimtext.onnx_predictor import INT8_FILE, ONNX_FILE
-from slimtext.runs.rundir import RunDir, atomic_save_safetensors, atomic_write_json
+from slimtext.rundir import RunDir, atomic_save_safetensors, atomic_write_json
 
 OPSET = 17
 
@@ -143,8 +144,6 @@ def export(run_dir: str | Path, merged: bool = False, onnx: bool = False, int8: 
     `model.int8.onnx` (implies onnx). With both merged and onnx the ONNX files go to the merged
     folder.
     """
-    from slimtext.predict import load_model  # noqa: PLC0415  (predict imports this module lazily)
-
     if not (merged or onnx or int8):
         raise SlimtextError("nothing to export: choose --merged, --onnx and/or --int8")
     run = RunDir(run_dir)

@@ -6,7 +6,7 @@ It has no epochs, hence no metrics.jsonl. Weights (coefficients, intercept, idf)
 `tfidf.safetensors`, the vocabulary as `tfidf_vocab.json`; there is no `model.safetensors`, so
 `load_model` and `slimtext serve`'s choice of the best run never take it for a neural classifier.
 
-    python -m slimtext.runs.baseline --data davidson --seed 0 --out runs/tfidf-s0
+    python -m slimtext.recipes.baseline --data davidson --seed 0 --out runs/tfidf-s0
 
 References: Salton & Buckley 1988 (term weighting); scikit-learn `TfidfVectorizer`,
 `LogisticRegression`.
@@ -29,7 +29,7 @@ import typer
 from slimtext.config import RunConfig, with_config_options
 from slimtext.data.registry import load_dataset
 from slimtext.errors import SlimtextError
-from slimtext.runs.rundir import RunDir, atomic_save_safetensors
+from slimtext.rundir import RunDir, atomic_save_safetensors
 from slimtext.train.metrics import PeakMemory, classification_metrics, confusion
 
 
@@ -198,7 +198,7 @@ def main(
         out,
         tfidf,
         quiet=quiet,
-        argv=[sys.executable, "-m", "slimtext.runs.baseline", *sys.argv[1:]],
+        argv=[sys.executable, "-m", "slimtext.recipes.baseline", *sys.argv[1:]],
     )
 
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slimtext.runs.report_data import (
+from slimtext.experiments.report_data import (
     COLUMNS,
     Group,
     Run,
     _setting,
     _v,
-    best_run,
     flatten,
     fmt,
     swept_keys,
 )
-from slimtext.runs.report_figures import summed_confusion
+from slimtext.experiments.report_figures import summed_confusion
+from slimtext.experiments.select import select_best
 
 TABLE_NOTE = (
     "Test split; mean ± sample std over the runs of each method (n = runs). **Bold**: best mean "
@@ -56,7 +56,7 @@ def _best_per_column(groups: list[Group]) -> dict[str, str]:
 
 def _sweep_rows(runs: list[Run], metric: str):
     keys = swept_keys(runs)
-    top = best_run(runs, metric)
+    top = select_best(runs, metric)
     sign = -1 if metric == "loss" else 1
     ordered = sorted(
         runs, key=lambda r: (r.get(f"dev.{metric}") is None, -sign * (r.get(f"dev.{metric}") or 0))

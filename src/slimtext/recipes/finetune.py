@@ -15,18 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slimtext.checkpoint import load_weights, save_weights
 from slimtext.config import RunConfig
 from slimtext.data.batches import EncodedSplit, collate
 from slimtext.data.registry import TextDataset, load_dataset
 from slimtext.errors import SlimtextError
-from slimtext.models import (
-    format_param_report,
-    load_trainable_state_dict,
-    param_report,
-    trainable_state_dict,
-)
-from slimtext.models.registry import apply_method, build_classifier, build_tokenizer
-from slimtext.runs.rundir import RunDir, load_safetensors
+from slimtext.models import format_param_report, param_report
+from slimtext.models.factory import apply_method, build_classifier, build_tokenizer
+from slimtext.rundir import RunDir, load_safetensors
 from slimtext.train import ddp, head_cache
 from slimtext.train.loop import evaluate, fit, resolve_device, seed_everything
 from slimtext.train.metrics import confusion
@@ -54,17 +50,6 @@ def prepare(cfg: RunConfig, saved_tokenizer: Path | None = None) -> Prepared:
     model = build_classifier(cfg, len(data.labels), tokenizer)
     lora_layers = apply_method(model, cfg)
     return Prepared(data, tokenizer, encode_splits(data, tokenizer), model, lora_layers)
-
-
-def save_weights(model: torch.nn.Module, method: str) -> dict:
-    return model.state_dict() if method == "full" else trainable_state_dict(model)
-
-
-def load_weights(model: torch.nn.Module, sd: dict, method: str) -> None:
-    if method == "full":
-        model.load_state_dict(sd)
-    else:
-        load_trainable_state_dict(model, sd)
 
 
 def default_out(cfg: RunConfig) -> Path:

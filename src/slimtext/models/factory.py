@@ -1,5 +1,5 @@
-"""Build a classifier and its tokenizer from a RunConfig: RNNs here, transformers via `hub`.
-Also applies the fine-tuning method (full / head / lora) by freezing or injecting adapters."""
+"""Build a classifier and its tokenizer from a run config (name -> model): RNNs here, transformers
+via `hub`. Also applies the fine-tuning method (full / head / lora) by freezing or injecting adapters."""
 
 from __future__ import annotations
 
@@ -33,15 +33,8 @@ def build_tokenizer(cfg, train_texts: list[str] | None = None, saved: Path | Non
 
 def build_classifier(cfg, num_labels: int, tokenizer) -> nn.Module:
     """An untrained-head classifier: random RNN, or a pretrained transformer plus a new head.
-    A distilled layer-selected student (`cfg.distill.teacher` set, `cfg.distill.student` layers)
-    is rebuilt with the teacher layers its config records (`train.distill.build_student`)."""
+    (A finished layer-selected student is rebuilt by `slimtext.checkpoint.build_model`.)"""
     m = cfg.model
-    distill = getattr(cfg, "distill", None)
-    if distill is not None and distill.teacher and distill.student == "layers":
-        # lazy: slimtext.train.distill imports this module
-        from slimtext.train.distill import build_student  # noqa: PLC0415
-
-        return build_student(cfg, num_labels)
     if is_rnn(m.model):
         rc = RNNConfig(**{**cfg.rnn.__dict__, "cell": m.model, "vocab_size": tokenizer.vocab_size,
                           "num_labels": num_labels, "pad_id": tokenizer.pad_id})

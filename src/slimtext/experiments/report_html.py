@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import html
 
-from slimtext.runs.report_data import COLUMNS, _v, fmt
-from slimtext.runs.report_figures import summed_confusion
-from slimtext.runs.report_md import TABLE_NOTE, Report, _best_per_column, _sweep_rows
+from slimtext.experiments.report_data import COLUMNS, _v, fmt
+from slimtext.experiments.report_figures import summed_confusion
+from slimtext.experiments.report_md import TABLE_NOTE, Report, _best_per_column, _sweep_rows
 
 CSS = """
 :root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#1f6feb; }

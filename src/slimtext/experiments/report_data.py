@@ -189,14 +189,6 @@ def swept_keys(runs: list[Run]) -> list[str]:
     ]
 
 
-def best_run(runs: list[Run], metric: str) -> Run | None:
-    scored = [r for r in runs if r.get(f"dev.{metric}") is not None]
-    if not scored:
-        return None
-    sign = -1 if metric == "loss" else 1
-    return max(scored, key=lambda r: sign * r.get(f"dev.{metric}"))
-
-
 def _v(x, digits: int = 3) -> str:
     if x is None:
         return "–"

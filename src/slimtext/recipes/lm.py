@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from slimtext.data.chartask import load_text
+from slimtext.data.registry import text_corpus
 from slimtext.errors import SlimtextError
 from slimtext.models import param_report
 from slimtext.models.charlm import (
@@ -35,7 +35,7 @@ from slimtext.models.charlm import (
     CharLMConfig,
     CharLMVocab,
 )
-from slimtext.runs.rundir import (
+from slimtext.rundir import (
     RunDir,
     atomic_save_safetensors,
     atomic_torch_save,
@@ -192,7 +192,7 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
             f"{run.path} already holds a run; pass --resume or choose another --out"
         )
 
-    text = load_text(cfg.data)
+    text = text_corpus(cfg.data)
     vocab = CharLMVocab.load(run.path / "vocab.json") if resuming else CharLMVocab.from_text(text)
     ids = torch.tensor(vocab.encode(text), dtype=torch.long)
     n_val = int(len(ids) * cfg.val_fraction)

@@ -18,41 +18,15 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from torch import nn
 
+from slimtext.checkpoint import load_teacher
 from slimtext.config import RunConfig
 from slimtext.data.batches import EncodedSplit
 from slimtext.data.registry import Example
 from slimtext.data.sources import cache_dir, sha256_file
 from slimtext.errors import SlimtextError
-from slimtext.runs.rundir import RunDir, atomic_save_safetensors
+from slimtext.rundir import RunDir, atomic_save_safetensors
 from slimtext.train.loop import predict_logits
-
-# --- the teacher run ------------------------------------------------------------------------------
-
-
-def load_teacher(teacher_dir: Path) -> tuple[nn.Module, object, RunConfig, list[str]]:
-    from slimtext.predict import load_model  # noqa: PLC0415  (predict imports this package)
-
-    teacher_config(teacher_dir)
-    return load_model(teacher_dir)
-
-
-def teacher_config(teacher_dir: Path) -> RunConfig:
-    """The teacher run's config; the run must be finished."""
-    run = RunDir(teacher_dir)
-    if not run.exists():
-        raise SlimtextError(
-            f"teacher {teacher_dir} is not a run directory (no config.yaml); "
-            "train a teacher first with `slimtext train`"
-        )
-    if not run.is_finished():
-        raise SlimtextError(
-            f"teacher run {teacher_dir} is not finished; finish it with "
-            f"`slimtext train --resume {teacher_dir}`"
-        )
-    return RunConfig.from_dict(run.read_config())
-
 
 # --- the teacher-logit cache ----------------------------------------------------------------------
 

@@ -36,8 +36,8 @@ import yaml
 
 from slimtext.config import RunConfig, apply_overrides
 from slimtext.errors import SlimtextError, UnknownNameError
-from slimtext.runs.rundir import atomic_write_text
-from slimtext.runs.study import PlannedRun, Runner, execute, write_plan
+from slimtext.experiments.study import PlannedRun, Runner, execute, write_plan
+from slimtext.rundir import atomic_write_text
 
 SEARCHES = ("grid", "optuna")
 
@@ -189,7 +189,7 @@ def run_sweep(
             spec, sweep_dir, trials or spec["trials"] or 10, metric, runner, quiet
         )
 
-    from slimtext.runs.report import write_report  # noqa: PLC0415
+    from slimtext.experiments.report import write_report  # noqa: PLC0415
 
     dirs = [sweep_dir / n for n in dict.fromkeys(names) if (sweep_dir / n).is_dir()]
     md, html = write_report(

@@ -7,7 +7,7 @@ Methods (run names `<method>-s<seed>`, one run directory each under the study fo
     lora-odd    the odd-layer student adapted with LoRA instead of full fine-tuning, distilled
     lstm        a BiLSTM trained on the labels alone
     distilrnn   the same BiLSTM distilled from the teacher (DistilRNN)
-    tfidf       TF-IDF + logistic regression (`slimtext.runs.baseline`)
+    tfidf       TF-IDF + logistic regression (`slimtext.recipes.baseline`)
 
 Every run gets the same data config (dataset, split seed, `max_examples`), so all of them see
 the same example ids; seeds change initialisation, dropout and batch order only.
@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from slimtext.errors import SlimtextError, UnknownNameError
-from slimtext.runs.rundir import atomic_write_json
+from slimtext.rundir import atomic_write_json
 
 # (argv of the whole command line, log file) -> exit status
 Runner = Callable[[list[str], Path], int]
@@ -208,7 +208,7 @@ def plan_study(
                 "tfidf",
                 s,
                 [
-                    "slimtext.runs.baseline",
+                    "slimtext.recipes.baseline",
                     *data_opts,
                     *_opt(seed=s),
                     "--quiet",
@@ -345,7 +345,7 @@ def run_study(
     seeds: default the preset's. threads: torch threads per run (0: torch's default).
     runner: how a command runs (tests inject a fake); default a subprocess per run.
     overrides: `key=value` changes to the preset's fields, recorded in study.json."""
-    from slimtext.runs.report import write_report  # noqa: PLC0415
+    from slimtext.experiments.report import write_report  # noqa: PLC0415
 
     p = preset_with(preset, overrides)
     seeds = tuple(int(s) for s in (seeds if seeds is not None else p.seeds))

@@ -150,26 +150,3 @@ class RunDir:
 
     def read_json(self, name: str) -> Any:
         return json.loads((self.path / name).read_text(encoding="utf-8"))
-
-
-def best_run(root: str | Path = "runs", metric: str = "macro_f1") -> Path:
-    """The default model to serve: in the newest study under `root` (a folder with study.json),
-    the finished run with weights and the best test `metric`; without a study, the best finished
-    run anywhere under `root`."""
-    from slimtext.errors import SlimtextError  # noqa: PLC0415
-
-    root = Path(root)
-    studies = sorted(root.glob("*/study.json"), key=lambda p: p.stat().st_mtime)
-    search = studies[-1].parent if studies else root
-    best, best_score = None, -1.0
-    for summary in search.glob("**/summary.json"):
-        run = RunDir(summary.parent)
-        if not run.weights_path.exists():
-            continue
-        score = ((run.read_summary().get("test") or {}).get(metric)) or -1.0
-        if score > best_score:
-            best, best_score = run.path, score
-    if best is None:
-        raise SlimtextError(f"no trained model under {root}/: train one first (`make demo`, or "
-                            "`slimtext train --data davidson --out runs/mine`), then `slimtext serve runs/mine`")
-    return best

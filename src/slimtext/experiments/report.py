@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from slimtext.errors import SlimtextError
-from slimtext.runs.report_data import (
+from slimtext.experiments.report_data import (
     COLUMNS,
     NOT_SWEPT,
     SEED_SUFFIX,
@@ -28,7 +28,6 @@ from slimtext.runs.report_data import (
     Run,
     Stat,
     _read_json,
-    best_run,
     flatten,
     fmt,
     group_of,
@@ -38,11 +37,11 @@ from slimtext.runs.report_data import (
     stat,
     swept_keys,
 )
-from slimtext.runs.report_discussion import discussion
-from slimtext.runs.report_figures import CURVES, curve_figures, summed_confusion
-from slimtext.runs.report_html import CSS, render_html
-from slimtext.runs.report_md import TABLE_NOTE, Report, render_md
-from slimtext.runs.rundir import atomic_write_text
+from slimtext.experiments.report_discussion import discussion
+from slimtext.experiments.report_figures import CURVES, curve_figures, summed_confusion
+from slimtext.experiments.report_html import CSS, render_html
+from slimtext.experiments.report_md import TABLE_NOTE, Report, render_md
+from slimtext.rundir import atomic_write_text
 
 # The pieces live in report_data, report_discussion, report_figures, report_md and report_html;
 # their public names stay importable from here.
@@ -58,7 +57,6 @@ __all__ = [
     "Report",
     "Run",
     "Stat",
-    "best_run",
     "collect_run_dirs",
     "curve_figures",
     "discussion",

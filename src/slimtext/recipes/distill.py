@@ -14,8 +14,8 @@ The teacher runs once, over the train split, before training: its logits are cac
 every later student of the same teacher and split. `KDLoss` picks each batch's rows by example
 position, so a distillation epoch costs what a plain fine-tuning epoch of the student costs.
 
-Layer specs and students live in `train/students.py`, the teacher run and its logit cache in
-`train/teacher_cache.py`; this module is the recipe (`distill`).
+Layer specs and students live in `models/students.py`, the teacher's logit cache in
+`recipes/teacher_cache.py`; this module is the recipe (`distill`).
 
 References:
 - Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network, arXiv:1503.02531
@@ -37,33 +37,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from slimtext.checkpoint import load_teacher, teacher_config
 from slimtext.config import RunConfig
 from slimtext.data.registry import DataConfig, load_dataset
 from slimtext.data.tokenize import load_tokenizer
 from slimtext.errors import SlimtextError, UnknownNameError
-from slimtext.models.registry import RNN_MODELS, apply_method
-from slimtext.runs.rundir import RunDir
-from slimtext.train import finetune
+from slimtext.models.factory import RNN_MODELS, apply_method
+from slimtext.models.students import layer_student, parse_student_layers, require_encoder
+from slimtext.recipes import finetune
+from slimtext.recipes.teacher_cache import teacher_logits
+from slimtext.rundir import RunDir
 from slimtext.train.loop import resolve_device, seed_everything
 from slimtext.train.losses import KDLoss, check_kd
-
-# The pieces live beside this recipe; they stay importable from here (models.registry imports
-# build_student from this module).
-from slimtext.train.students import (  # noqa: F401
-    NAMED_SELECTIONS,
-    build_student,
-    layer_student,
-    parse_student_layers,
-    require_encoder,
-)
-from slimtext.train.teacher_cache import (  # noqa: F401
-    align_logits,
-    cache_key,
-    cache_path,
-    load_teacher,
-    teacher_config,
-    teacher_logits,
-)
 
 STUDENTS = ("layers", *RNN_MODELS)
 # Data fields that decide which examples land in which split: a student must share the teacher's.

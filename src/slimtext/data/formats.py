@@ -76,6 +76,22 @@ def read_pipe_labelled(path: Path) -> Iterator[Row]:
             yield Row(id=f"{Path(path).stem}:{line_no}", text=text, label=label.strip(), line=line_no)
 
 
+def read_line_pairs(text_path: Path, labels_path: Path) -> Iterator[Row]:
+    """TweetEval's layout: one text per line in `text_path`, its label on the same line of
+    `labels_path` (both UTF-8; the line counts must agree)."""
+    texts = Path(text_path).read_text(encoding="utf-8").splitlines()
+    labels = Path(labels_path).read_text(encoding="utf-8").splitlines()
+    while labels and not labels[-1].strip():
+        labels.pop()
+    if len(texts) != len(labels):
+        raise DataFormatError(labels_path, min(len(texts), len(labels)) + 1,
+                              f"{len(labels)} labels for {len(texts)} texts in {Path(text_path).name}")
+    for line_no, (text, label) in enumerate(zip(texts, labels), start=1):
+        if not label.strip().isdigit():
+            raise DataFormatError(labels_path, line_no, f"label must be an integer, got {label!r}", column=1)
+        yield Row(id=f"{Path(text_path).stem}:{line_no}", text=text.strip(), label=label.strip(), line=line_no)
+
+
 def read_cola(zip_path: Path, member: str) -> Iterator[Row]:
     """CoLA v1.1 raw TSV inside `cola_public_1.1.zip`: `source, label, original_mark, sentence`."""
     with zipfile.ZipFile(zip_path) as z:

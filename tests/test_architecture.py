@@ -19,7 +19,8 @@ LAYERS = [
     ["slimtext.config", "slimtext.checkpoint"],
     ["slimtext.recipes", "slimtext.inference"],
     ["slimtext.experiments"],
-    ["slimtext.cli", "slimtext.cli_lm", "slimtext.serve", "slimtext.__main__", "slimtext.api"],
+    ["slimtext.cli", "slimtext.cli_lm", "slimtext.serve", "slimtext.entry", "slimtext.__main__",
+     "slimtext.api"],
 ]
 
 

@@ -1,5 +1,5 @@
 """`python -m slimtext ...` (and `torchrun -m slimtext ...`) run the CLI."""
 
-from slimtext.cli import main
+from slimtext.entry import main
 
 main()

@@ -77,7 +77,9 @@ def models_pull(name: str):
 def train_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set: SetOpt = None,
               resume: Annotated[Path | None, typer.Option(help="continue this interrupted run directory")] = None,
               quiet: bool = False):
-    """Train one classifier and print its test metrics. Writes a run directory."""
+    """Train one classifier and print its test metrics.
+
+    Writes a run directory (config, per-epoch metrics, summary, weights)."""
     from slimtext.recipes.finetune import train  # noqa: PLC0415
 
     _run_and_print(train, cfg, out, resume, quiet)
@@ -102,9 +104,10 @@ def _run_and_print(fn, cfg: RunConfig, out: Path | None, resume: Path | None, qu
 def distill_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set: SetOpt = None,
                 resume: Annotated[Path | None, typer.Option(help="continue this interrupted distillation run")] = None,
                 quiet: bool = False):
-    """Distil a fine-tuned teacher run (--teacher RUN) into a layer-selected transformer student
-    (--student-layers odd|even|first|last|1,3,5; 1-based) or an RNN (--student lstm: DistilRNN).
-    The teacher's logits are computed once per teacher and split, cached, and reused."""
+    """Distil a fine-tuned teacher run into a smaller student.
+
+    The student is a layer-selected transformer (--student-layers odd|even|first|last|1,3,5;
+    1-based) or an RNN (--student lstm: DistilRNN). The teacher's logits are computed once per teacher and split, cached, and reused."""
     from slimtext.recipes.distill import distill  # noqa: PLC0415
 
     _run_and_print(distill, cfg, out, resume, quiet)
@@ -180,8 +183,10 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
               threads: Annotated[int, typer.Option(help="torch threads per run (0: torch's default)")] = 0,
               set_: Annotated[list[str] | None, typer.Option("--set", help="override a preset field, key=value (e.g. epochs=1, max_examples=4000); repeatable")] = None,
               quiet: bool = False):
-    """Run the whole comparison (teacher, odd and even layer students, LoRA student, LSTM,
-    DistilRNN, TF-IDF baseline) over several seeds, then write report.md and report.html.
+    """Run the whole comparison of teacher, students and baselines, then write a report.
+
+    Teacher, odd and even layer students, LoRA student, LSTM, DistilRNN and TF-IDF baseline,
+    over several seeds, then report.md and report.html.
     Rerunning it after an interruption skips finished runs and resumes unfinished ones."""
     from slimtext.experiments.study import run_study  # noqa: PLC0415
 
@@ -198,8 +203,9 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
               trials: Annotated[int | None, typer.Option(help="optuna trials")] = None,
               metric: Annotated[str | None, typer.Option(help="objective, e.g. dev.macro_f1")] = None,
               quiet: bool = False):
-    """A resumable grid over learning rate, batch size, optimizer, method and seed, or an Optuna
-    search (SQLite storage in the sweep folder; $SLIMTEXT_OPTUNA_STORAGE to share one)."""
+    """Sweep hyper-parameters: a resumable grid or an Optuna search.
+
+    A grid over learning rate, batch size, optimizer, method and seed, or an Optuna search (SQLite storage in the sweep folder; $SLIMTEXT_OPTUNA_STORAGE to share one)."""
     from slimtext.experiments.sweep import run_sweep  # noqa: PLC0415
 
     md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=quiet)

@@ -143,7 +143,7 @@ def _has_official_test(name: str, data_dir) -> bool:
     """TweetEval's official test labels are withheld from some local copies: use them when the
     test files lie beside train (or in the cache), or when train itself had to be downloaded
     (an online user gets the official files); a local copy without them holds out 10% of train."""
-    train, test = FILES[f"{name}-train_text"], FILES[f"{name}-test_labels"]
+    train = FILES[f"{name}-train_text"]
     roots = [Path(r) for r in (data_dir, os.environ.get("SLIMTEXT_DATA")) if r]
     local = [r for r in roots if (r / train.relpath).is_file()]
     if local:

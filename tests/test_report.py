@@ -193,6 +193,9 @@ def test_sweep_table_marks_the_best_run_and_lists_swept_keys(tmp_path):
     )
     html = html_path.read_text()
     assert re.search(r'<tr class="best"><td>★ lr-0\.01_optimizer-adam</td>', html)
+    assert md.startswith("# slimtext report: ")  # plain runs are not called a sweep
+    md_sweep = write_report(dirs, tmp_path / "s", sweep=True)[0].read_text()
+    assert md_sweep.startswith("# slimtext sweep: ")
 
 
 def test_grouping_by_name_and_group_key():

@@ -159,6 +159,7 @@ def write_report(
             + ", ".join(missing)
         )
     groups = group_runs(runs)
+    kind = "sweep" if sweep else "report"  # the title names a sweep only when the caller says so
     if sweep is None:
         sweep = (
             len(runs) > 1
@@ -166,7 +167,7 @@ def write_report(
             and not any(SEED_SUFFIX.match(r.name) for r in runs)
         )
     title = title or (
-        f"slimtext {'sweep' if sweep else 'report'}: "
+        f"slimtext {kind}: "
         + (", ".join(sorted({str(r.get("dataset")) for r in runs if r.get("dataset")})) or "runs")
     )
     rep = Report(

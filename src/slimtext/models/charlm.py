@@ -1,8 +1,8 @@
-"""Character-level LSTM models: a language model and a small classifier over characters.
+"""The character-level LSTM language model.
 
-The language model reads characters one at a time and predicts the next one; it is trained with
-truncated backpropagation through time (see `slimtext.recipes.lm`). The classifier reuses the same
-embedding -> LSTM backbone and reads the last hidden state through a linear `classifier` head.
+It reads characters one at a time and predicts the next one; it is trained with truncated
+backpropagation through time (`slimtext.recipes.lm`). Character *classifiers* are the RNN
+classifiers of `slimtext.models.rnn` over a character vocabulary (`--tokenizer char`).
 
 References:
   Karpathy, "The Unreasonable Effectiveness of Recurrent Neural Networks" (2015) and char-rnn,

@@ -224,17 +224,6 @@ def family(folder: str | Path) -> str:
     return FAMILIES[model_type]
 
 
-def sentence_pooling(folder: str | Path) -> str | None:
-    """'mean' or 'cls' when the folder is a sentence-transformers model (1_Pooling/config.json)."""
-    path = Path(folder) / "1_Pooling" / "config.json"
-    if not path.is_file():
-        return None
-    config = json.loads(path.read_text())
-    if config.get("pooling_mode_mean_tokens"):
-        return "mean"
-    return "cls" if config.get("pooling_mode_cls_token") else None
-
-
 def list_models() -> list[dict]:
     """One row per registry transformer: name, family, layers, hidden, params, source, available."""
     return [

@@ -11,8 +11,8 @@ loss in nats/char, bits/char (loss / ln 2), perplexity (exp loss) and timings, s
 for `--resume`, and keeps the best weights as model.safetensors. It stops at whichever budget comes
 first (`max_minutes`, `max_steps`, `max_epochs`) and then writes summary.json.
 
-Also here: the small standalone trainer for character-classification tasks
-(`slimtext.data.chartask`), until they go through the shared training loop.
+Character-classification tasks (`slimtext lm chartask`) are not trained here: they are datasets
+(`chartask:TASK:WINDOW:CORPUS`, `slimtext.data.chartask`) that go through `recipes.finetune`.
 """
 
 from __future__ import annotations
@@ -381,6 +381,3 @@ def load_charlm(run_dir: str | Path, device: str = "cpu") -> CharLM:
     )
     model.load_state_dict(load_safetensors(run.weights_path))
     return model.to(device).eval()
-
-
-# --- character classification (standalone until it goes through train.loop)

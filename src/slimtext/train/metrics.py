@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import resource
 import threading
-import time
 
 import numpy as np
 from sklearn.metrics import (
@@ -74,12 +73,3 @@ class PeakMemory:
     @property
     def peak_mb(self) -> float:
         return round(max(self.peak, _rss_bytes()) / 2**20, 1)
-
-
-class Timer:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0

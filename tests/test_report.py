@@ -9,7 +9,8 @@ import statistics
 import pytest
 
 from fake_runs import write_run, write_study
-from slimtext.experiments.report import group_of, load_run, stat, swept_keys, write_report
+from slimtext.experiments.report import write_report
+from slimtext.experiments.report_data import group_of, load_run, stat, swept_keys
 
 
 def _row(md: str, method: str) -> list[str]:

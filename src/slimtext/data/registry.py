@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slimtext.data import formats
+from slimtext.data.chartask import CharTaskConfig, make_char_task, task_labels
 from slimtext.data.formats import Row
 from slimtext.data.sources import FileSource, resolve
 from slimtext.data.splits import saved_split
@@ -207,8 +208,6 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
         raise UnknownNameError("dataset", name, list(DATASETS))
 
     if name.startswith("chartask:"):
-        from slimtext.data.chartask import task_labels  # noqa: PLC0415
-
         labels, label_map = task_labels(name.split(":")[1]), None
     elif spec is not None:
         labels, label_map = spec.labels, spec.label_map
@@ -256,8 +255,6 @@ def _seeded(name: str, examples: list[Example], seed: int, fractions: dict[str, 
 def _chartask_rows(name: str, cfg: DataConfig) -> dict[str, list[Row]]:
     """`chartask:TASK:WINDOW:CORPUS`: character windows of a text corpus labelled by a task
     (e.g. next-is-vowel), split by position into held-out train/dev/test text."""
-    from slimtext.data.chartask import CharTaskConfig, make_char_task, task_labels  # noqa: PLC0415
-
     try:
         _, task, window, corpus = name.split(":", 3)
         window_n = int(window)

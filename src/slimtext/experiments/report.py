@@ -20,59 +20,17 @@ from pathlib import Path
 
 from slimtext.errors import SlimtextError
 from slimtext.experiments.report_data import (
-    COLUMNS,
-    NOT_SWEPT,
     SEED_SUFFIX,
-    Column,
-    Group,
     Run,
-    Stat,
     _read_json,
-    flatten,
-    fmt,
-    group_of,
     group_runs,
-    human_count,
     load_run,
-    stat,
-    swept_keys,
 )
 from slimtext.experiments.report_discussion import discussion
-from slimtext.experiments.report_figures import CURVES, curve_figures, summed_confusion
-from slimtext.experiments.report_html import CSS, render_html
-from slimtext.experiments.report_md import TABLE_NOTE, Report, render_md
+from slimtext.experiments.report_figures import curve_figures
+from slimtext.experiments.report_html import render_html
+from slimtext.experiments.report_md import Report, render_md
 from slimtext.rundir import atomic_write_text
-
-# The pieces live in report_data, report_discussion, report_figures, report_md and report_html;
-# their public names stay importable from here.
-__all__ = [
-    "COLUMNS",
-    "CSS",
-    "CURVES",
-    "NOT_SWEPT",
-    "SEED_SUFFIX",
-    "TABLE_NOTE",
-    "Column",
-    "Group",
-    "Report",
-    "Run",
-    "Stat",
-    "collect_run_dirs",
-    "curve_figures",
-    "discussion",
-    "flatten",
-    "fmt",
-    "group_of",
-    "group_runs",
-    "human_count",
-    "load_run",
-    "render_html",
-    "render_md",
-    "stat",
-    "summed_confusion",
-    "swept_keys",
-    "write_report",
-]
 
 
 def _meta(runs: list[Run]) -> list[str]:

@@ -37,7 +37,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from slimtext.config import coerce_field, split_override
 from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.experiments.report import write_report
 from slimtext.rundir import atomic_write_json
 
 # (argv of the whole command line, log file) -> exit status
@@ -109,8 +111,6 @@ PRESETS = {
 def preset_with(name: str, overrides: list[str] | None = None) -> StudyPreset:
     """A preset with `key=value` overrides of its fields (e.g. `epochs=1`, `max_examples=4000`)."""
     from dataclasses import replace  # noqa: PLC0415
-
-    from slimtext.config import coerce_field, split_override  # noqa: PLC0415
 
     if name not in PRESETS:
         raise UnknownNameError("study preset", name, list(PRESETS))
@@ -345,8 +345,6 @@ def run_study(
     seeds: default the preset's. threads: torch threads per run (0: torch's default).
     runner: how a command runs (tests inject a fake); default a subprocess per run.
     overrides: `key=value` changes to the preset's fields, recorded in study.json."""
-    from slimtext.experiments.report import write_report  # noqa: PLC0415
-
     p = preset_with(preset, overrides)
     seeds = tuple(int(s) for s in (seeds if seeds is not None else p.seeds))
     if not seeds:

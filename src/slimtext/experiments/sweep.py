@@ -36,6 +36,7 @@ import yaml
 
 from slimtext.config import RunConfig, apply_overrides
 from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.experiments.report import write_report
 from slimtext.experiments.study import PlannedRun, Runner, execute, write_plan
 from slimtext.rundir import atomic_write_text
 
@@ -188,8 +189,6 @@ def run_sweep(
         names, status = _optuna(
             spec, sweep_dir, trials or spec["trials"] or 10, metric, runner, quiet
         )
-
-    from slimtext.experiments.report import write_report  # noqa: PLC0415
 
     dirs = [sweep_dir / n for n in dict.fromkeys(names) if (sweep_dir / n).is_dir()]
     md, html = write_report(

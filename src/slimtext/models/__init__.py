@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from slimtext.errors import SlimtextError
+
 
 def param_report(model: nn.Module) -> dict:
     """Total and trainable parameter counts (shared tensors counted once) and the reduction."""
@@ -35,8 +37,6 @@ def trainable_state_dict(model: nn.Module) -> dict:
 
 def load_trainable_state_dict(model: nn.Module, sd: dict) -> None:
     """Load a `trainable_state_dict` onto a model built the same way; name missing/unexpected keys."""
-    from slimtext.errors import SlimtextError  # noqa: PLC0415
-
     want = {n for n, p in model.named_parameters() if p.requires_grad}
     missing, unexpected = sorted(want - set(sd)), sorted(set(sd) - want)
     if missing or unexpected:

@@ -11,6 +11,7 @@ from slimtext.data.tokenize import CharVocab, WordPiece, WordVocab, load_tokeniz
 from slimtext.errors import UnknownNameError
 from slimtext.models import hub
 from slimtext.models.hub import RNN_MODELS  # "rnn", "lstm", "gru"
+from slimtext.models.lora import inject
 from slimtext.models.rnn import RNNClassifier, RNNConfig
 
 
@@ -53,7 +54,5 @@ def apply_method(model: nn.Module, cfg) -> list[str]:
             p.requires_grad = name.startswith("classifier.")
         return []
     if method == "lora":
-        from slimtext.models.lora import inject  # noqa: PLC0415
-
         return inject(model, cfg.lora)
     raise UnknownNameError("method", method, ["full", "head", "lora"])

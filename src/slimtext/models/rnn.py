@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from slimtext.errors import UnknownNameError
+
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 POOLING = ("last", "mean", "max")
 
@@ -37,12 +39,8 @@ class RNNClassifier(nn.Module):
     def __init__(self, cfg: RNNConfig):
         super().__init__()
         if cfg.cell not in CELLS:
-            from slimtext.errors import UnknownNameError  # noqa: PLC0415
-
             raise UnknownNameError("rnn cell", cfg.cell, list(CELLS))
         if cfg.pooling not in POOLING:
-            from slimtext.errors import UnknownNameError  # noqa: PLC0415
-
             raise UnknownNameError("pooling", cfg.pooling, list(POOLING))
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)

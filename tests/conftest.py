@@ -52,16 +52,25 @@ def tiny_csv(tmp_path) -> Path:
 TINY_WORDS = "the a movie film plot actor scene really quite very good great fine bad awful poor".split()
 
 
-def write_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
-    """A random 2-layer BERT in Hugging Face format with a word-level vocab.txt covering the tiny CSV."""
+def write_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, seed: int = 0,
+                    distinct: bool = False) -> Path:
+    """The tests' one tiny checkpoint: a random BERT in Hugging Face format (4 heads, positions
+    64) with a word-level vocab.txt covering the tiny CSV. `distinct` jitters every tensor (HF
+    initialises LayerNorms to 1/0 and biases to 0), so that its layers can be told apart."""
     import torch
     from transformers import BertConfig, BertModel
 
+    folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_WORDS
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
                      intermediate_size=2 * hidden, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(folder)
+    model = BertModel(cfg)
+    if distinct:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+    model.save_pretrained(folder)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     return folder
 

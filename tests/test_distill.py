@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import write_tiny_bert
 from slimtext.checkpoint import build_model, load_model
 from slimtext.config import RunConfig
 from slimtext.data.registry import load_dataset
@@ -24,29 +25,8 @@ from slimtext.train.loop import evaluate
 
 transformers = pytest.importorskip("transformers")
 
-WORDS = "the a movie film plot actor scene really quite very good great fine bad awful poor".split()
-
-
 def tiny_checkpoint(folder, layers: int = 4):
-    """A random BERT (hidden 32) with a WordPiece vocab covering the tiny CSV's words."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = transformers.BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertModel(config)
-    with torch.no_grad():  # HF sets every LayerNorm to 1/0 and biases to 0: make layers tell apart
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    model.save_pretrained(folder)
-    return folder
+    return write_tiny_bert(folder, layers=layers, distinct=True)
 
 
 def distinct_teacher(folder, layers: int):

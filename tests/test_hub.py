@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import pytest
 import torch
 
+from conftest import write_tiny_bert
 from slimtext.errors import OfflineError, SlimtextError, UnknownNameError
 from slimtext.models import hub
 from slimtext.models.decoder import DecoderClassifier
@@ -29,20 +30,12 @@ from slimtext.models.encoder import EncoderClassifier, load_encoder
 
 transformers = pytest.importorskip("transformers")
 
-TINY_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=37, max_position_embeddings=64)
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SLIMTEXT_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def save_tiny_bert(folder: Path) -> Path:
-    torch.manual_seed(0)
-    transformers.BertModel(transformers.BertConfig(**TINY_BERT)).save_pretrained(folder)
-    return folder
 
 
 def test_unknown_name_lists_valid_names_with_a_hint():
@@ -64,14 +57,14 @@ def test_rnn_names_and_bad_folders_are_explained(tmp_path):
 
 
 def test_local_folder_family_and_load_classifier(tmp_path):
-    bert = save_tiny_bert(tmp_path / "bert")
+    bert = write_tiny_bert(tmp_path / "bert")
     torch.manual_seed(0)
     gpt2 = tmp_path / "gpt2"
     config = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
     transformers.GPT2Model(config).save_pretrained(gpt2)
     assert hub.resolve(str(bert)) == bert
     assert (hub.family(bert), hub.family(gpt2)) == ("bert", "gpt2")
-    ids, mask = torch.randint(1, 99, (2, 5)), torch.ones(2, 5, dtype=torch.long)
+    ids, mask = torch.randint(1, 21, (2, 5)), torch.ones(2, 5, dtype=torch.long)  # 21 = tiny vocab
     model, folder = hub.load_classifier(str(bert), num_labels=3, pooling="mean")
     assert isinstance(model, EncoderClassifier) and folder == bert and model.pooling == "mean"
     assert model(ids, mask).shape == (2, 3)
@@ -240,7 +233,7 @@ def fake_hub(files: dict[str, bytes]) -> ThreadingHTTPServer:
 
 
 def test_hf_download_from_a_fake_hub(tmp_path):
-    bert = save_tiny_bert(tmp_path / "served")
+    bert = write_tiny_bert(tmp_path / "served")
     files = {p.name: p.read_bytes() for p in bert.iterdir() if p.is_file()}
     server = fake_hub(files)
     env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
@@ -257,7 +250,7 @@ def test_hf_download_from_a_fake_hub(tmp_path):
     folder = Path(result.stdout.strip().splitlines()[-1])
     assert folder.is_relative_to(tmp_path / "cache" / "hf")
     assert json.loads((folder / "config.json").read_text())["model_type"] == "bert"
-    ids, mask = torch.randint(1, 99, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    ids, mask = torch.randint(1, 21, (2, 6)), torch.ones(2, 6, dtype=torch.long)  # 21 = tiny vocab
     torch.testing.assert_close(load_encoder(folder)(ids, mask), load_encoder(bert)(ids, mask))
     again = run()  # server gone: the cached snapshot is used
     assert again.returncode == 0, again.stderr

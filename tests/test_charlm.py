@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -35,10 +36,7 @@ def tiny_train_config(tmp_path, **kw) -> LMTrainConfig:
     base = dict(
         data=str(corpus),
         out=str(tmp_path / "run"),
-        embed_dim=16,
-        hidden_dim=32,
-        num_layers=1,
-        dropout=0.0,
+        model=CharLMConfig(embed_dim=16, hidden_dim=32, num_layers=1, dropout=0.0),
         batch_size=4,
         bptt=16,
         lr=1e-2,
@@ -189,6 +187,8 @@ def test_cli_train_sample_score(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "best val" in result.output
+    saved = json.loads((tmp_path / "run" / "model_config.json").read_text())  # nested options
+    assert (saved["embed_dim"], saved["hidden_dim"], saved["num_layers"]) == (8, 16, 1)
     result = runner.invoke(app, ["sample", run, "--prompt", "the ", "--n", "20", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("the ") and len(result.output.rstrip("\n")) >= 20

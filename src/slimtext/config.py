@@ -137,7 +137,8 @@ def name_in(klass: type, key: str) -> bool:
 
 def dataclass_params(klass: type, prefix: str = "", panel: str | None = None) -> list[inspect.Parameter]:
     """Typer options for every field of a config dataclass, with help text from field metadata
-    (fields marked `metadata={"cli": False}` are set by code, not by the user)."""
+    (fields marked `metadata={"cli": False}` are set by code, not by the user). A field that is
+    itself a config dataclass (a nested config) contributes its own fields' options."""
     import typer  # noqa: PLC0415
 
     hints = typing.get_type_hints(klass)
@@ -145,11 +146,26 @@ def dataclass_params(klass: type, prefix: str = "", panel: str | None = None) ->
     for f in fields(klass):
         if f.metadata.get("cli", True) is False:
             continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            params += dataclass_params(hints[f.name], prefix, panel=f.name)
+            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         opt = typer.Option(help=f.metadata.get("help", ""), rich_help_panel=panel)
         params.append(inspect.Parameter(prefix + f.name, inspect.Parameter.KEYWORD_ONLY,
                                         default=default, annotation=Annotated[hints[f.name], opt]))
     return params
+
+
+def build_nested(klass: type, options: dict):
+    """`klass` from flat options, nested config dataclasses rebuilt from their own fields."""
+    hints = typing.get_type_hints(klass)
+    kwargs = {}
+    for f in fields(klass):
+        if dataclasses.is_dataclass(hints[f.name]) and f.metadata.get("cli", True) is not False:
+            kwargs[f.name] = build_nested(hints[f.name], options)
+        elif f.name in options:
+            kwargs[f.name] = options[f.name]
+    return klass(**kwargs)
 
 
 def cli_params(sections: list[str]) -> list[inspect.Parameter]:
@@ -162,7 +178,7 @@ def dataclass_command(klass: type):
 
     def deco(fn):
         def command(**kwargs):
-            return fn(klass(**kwargs))
+            return fn(build_nested(klass, kwargs))
 
         command.__name__, command.__doc__ = fn.__name__, fn.__doc__
         command.__signature__ = inspect.Signature(dataclass_params(klass))

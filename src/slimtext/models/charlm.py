@@ -81,9 +81,9 @@ class CharLMVocab:
 
 @dataclass
 class CharLMConfig:
-    vocab_size: int = field(metadata={"help": "number of distinct characters"})
-    embed_dim: int = field(default=256, metadata={"help": "character embedding size"})
-    hidden_dim: int = field(default=256, metadata={"help": "LSTM hidden size"})
+    vocab_size: int = field(default=0, metadata={"help": "number of distinct characters (set from the corpus)", "cli": False})
+    embed_dim: int = field(default=128, metadata={"help": "character embedding size"})
+    hidden_dim: int = field(default=384, metadata={"help": "LSTM hidden size"})
     num_layers: int = field(default=2, metadata={"help": "stacked LSTM layers"})
     dropout: float = field(
         default=0.1, metadata={"help": "dropout on embeddings, between layers, before the output"}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ from slimtext.rundir import (
     atomic_write_text,
     load_safetensors,
 )
-from slimtext.train.loop import resolve_device
+from slimtext.train.loop import TrainConfig, make_optimizer, resolve_device
 
 LN2 = math.log(2)
 
@@ -53,16 +53,12 @@ class LMTrainConfig:
         default="tinyshakespeare", metadata={"help": "corpus name or path to a text file"}
     )
     out: str = field(default="runs/charlm", metadata={"help": "run directory to write"})
-    embed_dim: int = field(default=128, metadata={"help": "character embedding size"})
-    hidden_dim: int = field(default=384, metadata={"help": "LSTM hidden size"})
-    num_layers: int = field(default=2, metadata={"help": "stacked LSTM layers"})
-    dropout: float = field(
-        default=0.1, metadata={"help": "dropout on embeddings, between layers, before the output"}
+    model: CharLMConfig = field(
+        default_factory=CharLMConfig, metadata={"help": "the language model (its options below)"}
     )
-    tie_weights: bool = field(default=False, metadata={"help": "tie embedding and output weights"})
     batch_size: int = field(default=32, metadata={"help": "parallel streams per step"})
     bptt: int = field(default=100, metadata={"help": "characters per TBPTT window"})
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW, as `slimtext train` builds it)"})
     min_lr_ratio: float = field(
         default=0.1, metadata={"help": "final lr / peak lr for the cosine decay"}
     )
@@ -70,7 +66,7 @@ class LMTrainConfig:
         default=True,
         metadata={"help": "cosine-decay the lr over the budget (the time budget counts too)"},
     )
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (never on biases)"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = no clipping)"})
     max_minutes: float = field(default=20.0, metadata={"help": "time budget in minutes (0 = none)"})
     max_steps: int = field(default=0, metadata={"help": "step budget (0 = none)"})
@@ -203,16 +199,9 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
     train, val = train.to(device), val.to(device)
     chars_per_pass = train.numel()
 
-    mcfg = CharLMConfig(
-        vocab.vocab_size,
-        cfg.embed_dim,
-        cfg.hidden_dim,
-        cfg.num_layers,
-        cfg.dropout,
-        cfg.tie_weights,
-    )
+    mcfg = replace(cfg.model, vocab_size=vocab.vocab_size)
     model = CharLM(mcfg, vocab).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, TrainConfig(optimizer="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay))
     st = {
         "step": 0,
         "epoch": 0,

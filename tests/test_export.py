@@ -94,6 +94,11 @@ def test_merged_export_equals_the_lora_model(lora_run, tmp_path):
     only_onnx = export(lora_run, onnx=True, out=tmp_path / "onnx-only")
     auto = load_predictor(only_onnx, "auto").predict_proba(TEXTS)
     np.testing.assert_allclose(auto, lora, atol=1e-4)
+    # the files of `export RUN --merged --onnx` land in RUN/merged/: RUN finds them
+    export(lora_run, merged=True, onnx=True)
+    beside = load_predictor(lora_run, backend="onnx")
+    np.testing.assert_allclose(beside.predict_proba(TEXTS), lora, atol=1e-4)
+    assert load_predictor(lora_run, "auto").backend.startswith("onnx")
 
 
 def test_torch_int8_quantizes_every_linear(lora_run):

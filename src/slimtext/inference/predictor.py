@@ -42,15 +42,25 @@ class Predictor(LabelPredictor):
         return predict_logits(self.model, split, self.batch_size).softmax(-1).numpy()
 
 
+def onnx_folder(run_dir: str | Path, name: str) -> Path | None:
+    """The folder holding a run's exported `name`: the run itself, or its `merged/` export
+    (`slimtext export RUN --merged --onnx` writes the ONNX files there)."""
+    for folder in (Path(run_dir), Path(run_dir) / "merged"):
+        if (folder / name).is_file():
+            return folder
+    return None
+
+
 def load_predictor(run_dir: str | Path, backend: str = "torch"):
     """A predictor for a finished run (or an export folder) on the chosen backend (see above)."""
     if backend not in BACKENDS:
         raise UnknownNameError("backend", backend, list(BACKENDS))
     if backend == "auto":
         backend = next((b for b, f in (("onnx-int8", INT8_FILE), ("onnx", ONNX_FILE))
-                        if (Path(run_dir) / f).exists()), "torch")
+                        if onnx_folder(run_dir, f) is not None), "torch")
     if backend in ("onnx", "onnx-int8"):
-        return OnnxPredictor(run_dir, int8=backend == "onnx-int8")
+        name = INT8_FILE if backend == "onnx-int8" else ONNX_FILE
+        return OnnxPredictor(onnx_folder(run_dir, name) or run_dir, int8=backend == "onnx-int8")
     model, tokenizer, cfg, labels = load_model(run_dir)
     if backend == "torch-int8":
         model = torch_int8(model)

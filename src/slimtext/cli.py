@@ -162,13 +162,25 @@ def export_cmd(run: Annotated[Path, typer.Argument(help="a finished run director
                merged: Annotated[bool, typer.Option(help="plain checkpoint with LoRA merged in (run/merged/)")] = False,
                onnx: Annotated[bool, typer.Option(help="model.onnx (dynamic batch and sequence axes)")] = False,
                int8: Annotated[bool, typer.Option(help="also model.int8.onnx (dynamic int8 weights); implies --onnx")] = False,
-               out: Annotated[Path | None, typer.Option(help="write a self-contained folder here instead")] = None):
-    """Export a run for serving: merged LoRA weights, ONNX, int8 ONNX."""
-    from slimtext.inference.export import export  # noqa: PLC0415
+               out: Annotated[Path | None, typer.Option(help="write a self-contained folder here instead")] = None,
+               hf: Annotated[Path | None, typer.Option("--hf", help="a transformers folder here (config.json, model.safetensors, tokenizer, README.md model card)")] = None,
+               push_to_hub: Annotated[str | None, typer.Option(help="upload the --hf folder to this Hub repository (ORG/NAME)")] = None):
+    """Export a run for serving: merged LoRA weights, ONNX, int8 ONNX, a Hugging Face folder."""
+    if push_to_hub and hf is None:
+        raise SlimtextError("--push-to-hub uploads the --hf folder: pass --hf DIR too")
+    if not (merged or onnx or int8 or hf):
+        raise SlimtextError("nothing to export: pass --merged, --onnx, --int8 and/or --hf DIR")
+    if merged or onnx or int8:
+        from slimtext.inference.export import export  # noqa: PLC0415
 
-    if not (merged or onnx or int8):
-        raise SlimtextError("nothing to export: pass --merged, --onnx and/or --int8")
-    typer.echo(str(export(run, merged=merged, onnx=onnx, int8=int8, out=out)))
+        typer.echo(str(export(run, merged=merged, onnx=onnx, int8=int8, out=out)))
+    if hf is not None:
+        from slimtext.inference.hf_export import export_hf  # noqa: PLC0415
+        from slimtext.inference.hf_export import push_to_hub as push  # noqa: PLC0415
+
+        typer.echo(str(export_hf(run, hf)))
+        if push_to_hub:
+            typer.echo(push(hf, push_to_hub))
 
 
 @app.command("study")

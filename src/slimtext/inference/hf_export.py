@@ -226,27 +226,33 @@ def export_hf(run_dir: str | Path, out: str | Path) -> Path:
     return folder
 
 
+def _unreachable(e: Exception) -> bool:
+    """Offline mode, or a network failure of huggingface_hub's HTTP client (httpx or httpx2:
+    matched by class name, so either version's `TransportError` counts)."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {"OfflineModeIsEnabled", "TransportError", "ConnectionError", "TimeoutError"})
+
+
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
-    """Upload an exported folder to `repo_id` (created if needed); returns the repository URL."""
+    """Upload an exported folder to `repo_id` (created if needed); returns the repository URL.
+    Offline (HF_HUB_OFFLINE or no network) is a one-line `OfflineError`."""
     try:
         from huggingface_hub import HfApi  # noqa: PLC0415
-        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled  # noqa: PLC0415
+        from huggingface_hub.errors import HfHubHTTPError  # noqa: PLC0415
     except ImportError:
         raise SlimtextError("--push-to-hub needs huggingface_hub: pip install 'slimtext[hub]'") from None
-    import httpx  # noqa: PLC0415  (huggingface_hub's HTTP client)
-
     api = HfApi()
     try:
         url = api.create_repo(repo_id, exist_ok=True, private=private)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id,
-                          commit_message="slimtext export --hf")
-    except (OfflineModeIsEnabled, httpx.TransportError) as e:
-        raise OfflineError(
-            f"cannot reach the Hugging Face Hub to push {repo_id} ({type(e).__name__}); "
-            f"the export is in {folder}: connect (unset HF_HUB_OFFLINE) and run "
-            f"`huggingface-cli upload {repo_id} {folder}`"
-        ) from None
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="slimtext export --hf")
     except HfHubHTTPError as e:
         raise SlimtextError(f"the Hub refused {repo_id}: {str(e).splitlines()[0]} "
-                            "(log in with `huggingface-cli login`)") from None
+                            "(log in with `hf auth login` or set HF_TOKEN)") from None
+    except Exception as e:
+        if not _unreachable(e):
+            raise
+        raise OfflineError(
+            f"cannot reach the Hugging Face Hub to push {repo_id} ({type(e).__name__}); the export "
+            f"is in {folder}: connect (unset HF_HUB_OFFLINE) and retry with --push-to-hub"
+        ) from None
     return str(url)

@@ -73,6 +73,14 @@ TOP_LEVEL: dict[str, dict[str, Target]] = {
 PER_LAYER: dict[str, dict[str, Target]] = {"bert": _BERT_LAYER, "mpnet": _MPNET_LAYER, "gpt2": _GPT2_LAYER}
 CONV1D = {"gpt2": {"attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"}}
 PREFIXES = {"bert": "bert.", "mpnet": "mpnet.", "gpt2": "transformer."}
+# The task head of `*ForSequenceClassification` (HF name -> ours). MPNet's head is dense + tanh on
+# <s>, then out_proj: the dense layer is our pooler. GPT-2's `score` has no bias.
+SEQUENCE_HEADS: dict[str, dict[str, str]] = {
+    "bert": {"classifier.weight": "classifier.weight", "classifier.bias": "classifier.bias"},
+    "mpnet": {"classifier.dense.weight": "pooler.dense.weight", "classifier.dense.bias": "pooler.dense.bias",
+              "classifier.out_proj.weight": "classifier.weight", "classifier.out_proj.bias": "classifier.bias"},
+    "gpt2": {"score.weight": "classifier.weight"},
+}
 
 # Buffers and task heads that HF checkpoints carry and a backbone does not need.
 _IGNORED_SUFFIXES = ("position_ids", "token_type_ids", ".attn.bias", ".attn.masked_bias")

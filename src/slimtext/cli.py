@@ -86,11 +86,12 @@ def train_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set:
 def _run_and_print(fn, cfg: RunConfig, out: Path | None, resume: Path | None, quiet: bool) -> None:
     """Run a training entry point (train / distill), under torchrun too, and print its summary."""
     from slimtext.train import ddp  # noqa: PLC0415
+    from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
     ddp.init_from_env()  # a no-op unless launched by torchrun with several processes
     main_rank = ddp.is_main()
     try:
-        summary = fn(cfg, out=resume or out, resume=resume is not None, quiet=quiet)
+        summary = fn(cfg, out=resume or out, resume=resume is not None, quiet=is_quiet(quiet))
     finally:
         ddp.cleanup()
     if main_rank:

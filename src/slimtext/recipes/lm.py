@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from slimtext.data.registry import text_corpus
 from slimtext.errors import SlimtextError
@@ -268,7 +267,7 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
             },
         )
 
-    bar = tqdm(
+    bar = progress.bar(
         total=cfg.max_steps or None,
         initial=st["step"],
         unit="step",

@@ -42,6 +42,7 @@ from slimtext.rundir import (
     load_safetensors,
 )
 from slimtext.train.loop import resolve_device
+from slimtext.train.progress import bar as progress_bar
 
 LN2 = math.log(2)
 
@@ -267,7 +268,7 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
             },
         )
 
-    bar = progress.bar(
+    bar = progress_bar(
         total=cfg.max_steps or None,
         initial=st["step"],
         unit="step",

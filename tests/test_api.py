@@ -107,3 +107,39 @@ def test_slimtext_quiet_silences_training(toy, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("SLIMTEXT_QUIET", "0")
     slimtext.train(data=str(toy["csv"]), model="lstm", epochs=1, out=tmp_path / "loud")
     assert "lstm [full]" in capfd.readouterr().err  # the same run logs when not quiet
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    from slimtext import cli
+
+    monkeypatch.setattr(sys, "argv", ["slimtext", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_data_show_a_user_file_with_its_columns(tmp_path, monkeypatch, capsys):
+    f = tmp_path / "reviews.csv"
+    f.write_text("id,review,stars\n" + "".join(f"{i},great film {i},{'pos' if i % 3 else 'neg'}\n" for i in range(30)))
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "show", str(f), "--text-col", "review",
+                           "--label-col", "stars", "--examples", "2")
+    assert code == 0
+    assert "30 rows (text column 'review', label column 'stars')" in out
+    assert "labels: neg: 10, pos: 20" in out and "line 2 [neg] 'great film 0'" in out
+    assert [line.split()[0] for line in out.splitlines()[-3:]] == ["train", "dev", "test"]
+
+
+def test_data_show_points_at_the_first_bad_row(tmp_path, monkeypatch, capsys):
+    f = tmp_path / "bad.csv"
+    f.write_text("text,label\ngood movie,pos\nbad film,neg\nok,pos,extra\nfine,pos\nx,y,z\n")
+    code, out, err = run_cli(monkeypatch, capsys, "data", "show", str(f))
+    assert code == 2
+    assert "2 rows before the first bad row" in out and "labels: neg: 1, pos: 1" in out
+    assert f"first bad row: {f}:4: expected 2 fields, got 3" in out and "'ok,pos,extra'" in out
+    assert err.strip() == f"error: {f}:4: expected 2 fields, got 3"
+    code, _, err = run_cli(monkeypatch, capsys, "data", "show", str(f), "--text-col", "body")
+    assert code == 2 and "no column 'body'; columns are ['text', 'label']" in err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -36,19 +35,21 @@ def data_list():
 
 
 @data_app.command("show")
-def data_show(name: str, data_dir: str | None = None, examples: int = 3):
-    """Split sizes, label counts and a few examples of a dataset (named, file or hf:NAME)."""
-    from slimtext.data.registry import DataConfig, load_dataset  # noqa: PLC0415
+def data_show(name: Annotated[str, typer.Argument(help="a dataset name, a CSV/TSV/JSONL file or hf:NAME")],
+              data_dir: str | None = None, examples: int = 3,
+              text_col: Annotated[str, typer.Option(help="text column of a user file")] = "text",
+              label_col: Annotated[str, typer.Option(help="label column of a user file")] = "label",
+              labels: Annotated[str | None, typer.Option(help="comma-separated expected labels of a user file")] = None):
+    """Labels, split sizes, counts per label and a few examples of a dataset; for a user file also
+    its raw label counts and its first bad row (then exit status 2)."""
+    from slimtext.datasets import describe  # noqa: PLC0415
 
-    ds = load_dataset(DataConfig(data=name, data_dir=data_dir))
-    typer.echo(f"{ds.name}: labels {ds.labels}")
-    for split, ex in ds.splits.items():
-        counts = Counter(ds.labels[e.label] for e in ex)
-        typer.echo(f"  {split:9s} {len(ex):6d}  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-    for e in ds.splits["train"][:examples]:
-        typer.echo(f"  [{ds.labels[e.label]}] {e.text[:100]!r}")
-    for note in ds.notes:
-        typer.echo(f"  note: {note}")
+    lines, error = describe(name, examples=examples, data_dir=data_dir, text_col=text_col,
+                            label_col=label_col, labels=labels)
+    for line in lines:
+        typer.echo(line)
+    if error is not None:
+        raise error
 
 
 @models_app.command("list")

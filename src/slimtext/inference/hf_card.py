@@ -9,6 +9,7 @@ Reporting, arXiv:1810.03993): model, data, training, evaluation, calibration, in
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from slimtext.config import RunConfig
 from slimtext.rundir import RunDir
@@ -73,6 +74,11 @@ def _method_section(cfg: RunConfig, summary: dict, config: dict) -> list[str]:
              f"({layers} layers, pooling `{sl['pooling']}`)",
              f"- method: `{cfg.model.method}`" + (" (LoRA adapters merged into the weights)"
                                                  if cfg.model.method == "lora" else "")]
+    if config["model_type"] == "gpt2":
+        lines.append("- GPT2ForSequenceClassification's `score` layer has no bias: the classifier's bias b "
+                     "is folded into the final LayerNorm's bias as pinv(W) b (exact: W pinv(W) b = b); "
+                     "each text is read at its last token that is not the pad token "
+                     f"(id {config['pad_token_id']}), so a text should not contain that token itself")
     if summary.get("teacher"):
         lines.append(f"- distilled from the teacher run `{summary['teacher']}` "
                      f"({summary.get('teacher_model')}); student layers {summary.get('student_layers')} "
@@ -108,13 +114,14 @@ def model_card(run: RunDir, cfg: RunConfig, labels: list[str], config: dict, cal
     summary = run.read_summary() if run.is_finished() else {}
     command = (run.path / "command.txt").read_text().strip() if (run.path / "command.txt").is_file() else "?"
     family = config["model_type"]
+    data = Path(cfg.data.data).name if Path(cfg.data.data).suffix else cfg.data.data
     limits = DATA_LIMITS.get(cfg.data.data, "The training data's own biases (who wrote it, who "
                              "labelled it, which dialects it covers) carry into the predictions; "
                              "audit errors per group before relying on it.")
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-classification",
         f"tags: [slimtext, text-classification, {family}]", "---", "",
-        f"# {cfg.data.data}: {cfg.model.model} ({cfg.model.method}), exported from slimtext", "",
+        f"# {data}: {Path(cfg.model.model).name} ({cfg.model.method}), exported from slimtext", "",
         f"A `{config['architectures'][0]}` classifying text as one of "
         + ", ".join(f"`{lab}`" for lab in labels)
         + ". Trained with slimtext and exported with `slimtext export RUN --hf DIR`.",
@@ -131,7 +138,7 @@ def model_card(run: RunDir, cfg: RunConfig, labels: list[str], config: dict, cal
         f"({summary.get('test_source', 'official')}).", "", *metrics_table(summary), "",
         "## Calibration and threshold", "", *_calibration_section(cal, labels), "",
         "## Intended use", "",
-        f"Research and prototyping of {cfg.data.data} text classification, and as a compact "
+        f"Research and prototyping of {data} text classification, and as a compact "
         "baseline to compare against. Not for automated decisions about people.", "",
         "## Known limits", "", f"- {limits}",
         "- In-domain only: scores were measured on held-out examples of the same source; other "

@@ -128,6 +128,17 @@ def test_pooling_transformers_cannot_express_is_refused(runs, tmp_path, pooling)
         export_hf(tmp_path / "run", tmp_path / "hf")
 
 
+def test_runs_without_a_transformers_class_and_run_folders_are_refused(runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMTEXT_CACHE", str(runs["cache"]))
+    cfg = RunConfig.from_dict({"data": {"data": str(runs["csv"])}, "model": {"model": "lstm"},
+                               "train": {"epochs": 1, "threads": 1}})
+    train(cfg, tmp_path / "lstm", quiet=True)
+    with pytest.raises(SlimtextError, match="has no transformers class"):
+        export_hf(tmp_path / "lstm", tmp_path / "hf")
+    with pytest.raises(SlimtextError, match="is a slimtext run directory"):
+        export_hf(runs["bert"], runs["bert"])  # would replace the run's own model.safetensors
+
+
 def test_gpt2_bias_fold_is_exact():
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(3, 32, generator=g), torch.randn(3, generator=g)

@@ -31,7 +31,6 @@ bias divided by T), so the pipeline's softmax gives slimtext's calibrated probab
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -177,9 +176,9 @@ def _decoder_pad(tok, source: str) -> tuple[str, int]:
 def _tokenizer_files(run: RunDir, tokenizer, folder: Path, pad: str | None) -> None:
     """tokenizer.json exactly as slimtext uses it, and the config that loads it as a fast tokenizer
     (inputs: ids and mask only; MPNet's forward takes no token_type_ids)."""
-    shutil.copy(run.path / "tokenizer" / "tokenizer.json", folder / "tokenizer.json")
-    if (run.path / "tokenizer" / "vocab.txt").is_file():
-        shutil.copy(run.path / "tokenizer" / "vocab.txt", folder / "vocab.txt")
+    for name in ("tokenizer.json", "vocab.txt"):
+        if (run.path / "tokenizer" / name).is_file():
+            atomic_write_text(folder / name, (run.path / "tokenizer" / name).read_text(encoding="utf-8"))
     special = _special_tokens(tokenizer.tok)
     if pad is not None:
         special["pad_token"] = pad
@@ -193,7 +192,9 @@ def _tokenizer_files(run: RunDir, tokenizer, folder: Path, pad: str | None) -> N
 
 def export_hf(run_dir: str | Path, out: str | Path) -> Path:
     """Write `out/` for transformers from a finished run (see the module docstring); returns out."""
-    run = RunDir(run_dir)
+    run, folder = RunDir(run_dir), Path(out)
+    if RunDir(folder).exists():  # config.yaml: a run directory, whose weights would be replaced
+        raise SlimtextError(f"--hf {folder} is a slimtext run directory; choose a new folder for the export")
     model, tokenizer, cfg, labels = load_model(run.path)
     source = str(run.path)
     if getattr(tokenizer, "kind", "") != "wordpiece" or not isinstance(model, (EncoderClassifier, DecoderClassifier)):
@@ -211,7 +212,6 @@ def export_hf(run_dir: str | Path, out: str | Path) -> Path:
         pad, pad_id = _decoder_pad(tokenizer.tok, source)
         config, state = _decoder(plain, cal["temperature"], pad_id, source)
         family = "gpt2"
-    folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"architectures": [ARCHITECTURES[family]], **config, **_label_fields(labels),
               "torch_dtype": "float32",

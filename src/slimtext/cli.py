@@ -200,7 +200,9 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
     from slimtext.experiments.study import run_study  # noqa: PLC0415
 
     seed_list = [int(x) for x in seeds.split(",")] if seeds else None
-    md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=quiet, threads=threads,
+    from slimtext.train.progress import is_quiet  # noqa: PLC0415
+
+    md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=is_quiet(quiet), threads=threads,
                    overrides=set_)
     typer.echo(f"report: {md}\nreport: {md.with_suffix('.html')}")
 
@@ -215,8 +217,9 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
     """A resumable grid over learning rate, batch size, optimizer, method and seed, or an Optuna
     search (SQLite storage in the sweep folder; $SLIMTEXT_OPTUNA_STORAGE to share one)."""
     from slimtext.experiments.sweep import run_sweep  # noqa: PLC0415
+    from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
-    md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=quiet)
+    md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=is_quiet(quiet))
     typer.echo(f"report: {md}")
 
 

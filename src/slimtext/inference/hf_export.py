@@ -111,8 +111,7 @@ def _encoder(model: EncoderClassifier, temperature: float, source: str) -> tuple
     if c.family == "bert":
         config.update(type_vocab_size=c.type_vocab_size, position_embedding_type="absolute")
     else:
-        config.update(relative_attention_num_buckets=c.relative_attention_num_buckets,
-                      bos_token_id=0, eos_token_id=2)
+        config.update(relative_attention_num_buckets=c.relative_attention_num_buckets)
     return config, state
 
 
@@ -208,6 +207,9 @@ def export_hf(run_dir: str | Path, out: str | Path) -> Path:
     if isinstance(plain, EncoderClassifier):
         config, state = _encoder(plain, cal["temperature"], source)
         family = plain.encoder.config.family
+        if family == "mpnet":  # MPNetConfig's bos/eos: the <s> and </s> of this vocabulary
+            ids = {k: tokenizer.tok.token_to_id(t) for k, t in (("bos_token_id", "<s>"), ("eos_token_id", "</s>"))}
+            config.update({k: v for k, v in ids.items() if v is not None})
     else:
         pad, pad_id = _decoder_pad(tokenizer.tok, source)
         config, state = _decoder(plain, cal["temperature"], pad_id, source)

@@ -229,3 +229,10 @@ def test_real_minilm_head_run_matches_in_the_pipeline(minilm, tmp_path):
     ours = load_predictor(tmp_path / "run").predict_proba(TEXTS)
     np.testing.assert_allclose(pipeline_probs(folder), ours, atol=1e-5, rtol=0)
     np.testing.assert_allclose(pipeline_probs(folder, batched=True), ours, atol=1e-5, rtol=0)
+
+
+def test_hf_prefix_takes_a_local_folder_or_says_it_is_missing(runs, tmp_path):
+    folder = export_hf(runs["bert"], tmp_path / "hf")
+    assert hub.resolve(f"hf:{folder}") == folder
+    with pytest.raises(SlimtextError, match="no such folder"):
+        hub.resolve(f"hf:{tmp_path / 'nope'}")

@@ -211,7 +211,10 @@ def resolve(name: str) -> Path:
         repo_id = name[3:]
         if repo_id and Path(repo_id).expanduser().is_dir():  # hf:PATH, a local HF folder
             return resolve(str(Path(repo_id).expanduser()))
-        if not repo_id or repo_id.count("/") > 1 or repo_id.startswith("/"):
+        if repo_id.startswith(("/", ".", "~")) or repo_id.count("/") > 1:
+            raise SlimtextError(f"{name!r}: no such folder; write Hugging Face models as hf:ORG/NAME "
+                                "or hf:PATH to an existing local folder")
+        if not repo_id:
             raise SlimtextError(f"{name!r}: write Hugging Face models as hf:ORG/NAME")
         return _snapshot(repo_id)
     path = Path(name).expanduser()

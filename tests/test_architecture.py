@@ -12,15 +12,16 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "slimtext"
 
 LAYERS = [
-    ["slimtext", "slimtext.errors", "slimtext.rundir"],
+    ["slimtext.errors", "slimtext.rundir"],
     ["slimtext.data"],
     ["slimtext.models"],
     ["slimtext.train"],
     ["slimtext.config", "slimtext.checkpoint"],
     ["slimtext.recipes", "slimtext.inference"],
     ["slimtext.experiments"],
-    ["slimtext.cli", "slimtext.cli_lm", "slimtext.serve", "slimtext.entry", "slimtext.__main__",
-     "slimtext.api"],
+    # the package itself is the Python API's facade: its lazy __getattr__ imports slimtext.api
+    ["slimtext", "slimtext.cli", "slimtext.cli_lm", "slimtext.serve", "slimtext.entry",
+     "slimtext.__main__", "slimtext.api", "slimtext.datasets"],
 ]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -36,19 +35,21 @@ def data_list():
 
 
 @data_app.command("show")
-def data_show(name: str, data_dir: str | None = None, examples: int = 3):
-    """Split sizes, label counts and a few examples of a dataset (named, file or hf:NAME)."""
-    from slimtext.data.registry import DataConfig, load_dataset  # noqa: PLC0415
+def data_show(name: Annotated[str, typer.Argument(help="a dataset name, a CSV/TSV/JSONL file or hf:NAME")],
+              data_dir: str | None = None, examples: int = 3,
+              text_col: Annotated[str, typer.Option(help="text column of a user file")] = "text",
+              label_col: Annotated[str, typer.Option(help="label column of a user file")] = "label",
+              labels: Annotated[str | None, typer.Option(help="comma-separated expected labels of a user file")] = None):
+    """Labels, split sizes, counts per label and a few examples of a dataset; for a user file also
+    its raw label counts and its first bad row (then exit status 2)."""
+    from slimtext.datasets import describe  # noqa: PLC0415
 
-    ds = load_dataset(DataConfig(data=name, data_dir=data_dir))
-    typer.echo(f"{ds.name}: labels {ds.labels}")
-    for split, ex in ds.splits.items():
-        counts = Counter(ds.labels[e.label] for e in ex)
-        typer.echo(f"  {split:9s} {len(ex):6d}  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-    for e in ds.splits["train"][:examples]:
-        typer.echo(f"  [{ds.labels[e.label]}] {e.text[:100]!r}")
-    for note in ds.notes:
-        typer.echo(f"  note: {note}")
+    lines, error = describe(name, examples=examples, data_dir=data_dir, text_col=text_col,
+                            label_col=label_col, labels=labels)
+    for line in lines:
+        typer.echo(line)
+    if error is not None:
+        raise error
 
 
 @models_app.command("list")
@@ -88,11 +89,12 @@ def train_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set:
 def _run_and_print(fn, cfg: RunConfig, out: Path | None, resume: Path | None, quiet: bool) -> None:
     """Run a training entry point (train / distill), under torchrun too, and print its summary."""
     from slimtext.train import ddp  # noqa: PLC0415
+    from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
     ddp.init_from_env()  # a no-op unless launched by torchrun with several processes
     main_rank = ddp.is_main()
     try:
-        summary = fn(cfg, out=resume or out, resume=resume is not None, quiet=quiet)
+        summary = fn(cfg, out=resume or out, resume=resume is not None, quiet=is_quiet(quiet))
     finally:
         ddp.cleanup()
     if main_rank:
@@ -165,13 +167,25 @@ def export_cmd(run: Annotated[Path, typer.Argument(help="a finished run director
                merged: Annotated[bool, typer.Option(help="plain checkpoint with LoRA merged in (run/merged/)")] = False,
                onnx: Annotated[bool, typer.Option(help="model.onnx (dynamic batch and sequence axes)")] = False,
                int8: Annotated[bool, typer.Option(help="also model.int8.onnx (dynamic int8 weights); implies --onnx")] = False,
-               out: Annotated[Path | None, typer.Option(help="write a self-contained folder here instead")] = None):
-    """Export a run for serving: merged LoRA weights, ONNX, int8 ONNX."""
-    from slimtext.inference.export import export  # noqa: PLC0415
+               out: Annotated[Path | None, typer.Option(help="write a self-contained folder here instead")] = None,
+               hf: Annotated[Path | None, typer.Option("--hf", help="a transformers folder here (config.json, model.safetensors, tokenizer, README.md model card)")] = None,
+               push_to_hub: Annotated[str | None, typer.Option(help="upload the --hf folder to this Hub repository (ORG/NAME)")] = None):
+    """Export a run for serving: merged LoRA weights, ONNX, int8 ONNX, a Hugging Face folder."""
+    if push_to_hub and hf is None:
+        raise SlimtextError("--push-to-hub uploads the --hf folder: pass --hf DIR too")
+    if not (merged or onnx or int8 or hf):
+        raise SlimtextError("nothing to export: pass --merged, --onnx, --int8 and/or --hf DIR")
+    if merged or onnx or int8:
+        from slimtext.inference.export import export  # noqa: PLC0415
 
-    if not (merged or onnx or int8):
-        raise SlimtextError("nothing to export: pass --merged, --onnx and/or --int8")
-    typer.echo(str(export(run, merged=merged, onnx=onnx, int8=int8, out=out)))
+        typer.echo(str(export(run, merged=merged, onnx=onnx, int8=int8, out=out)))
+    if hf is not None:
+        from slimtext.inference.hf_export import export_hf  # noqa: PLC0415
+        from slimtext.inference.hf_export import push_to_hub as push  # noqa: PLC0415
+
+        typer.echo(str(export_hf(run, hf)))
+        if push_to_hub:
+            typer.echo(push(hf, push_to_hub))
 
 
 @app.command("study")
@@ -191,7 +205,9 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
     from slimtext.experiments.study import run_study  # noqa: PLC0415
 
     seed_list = [int(x) for x in seeds.split(",")] if seeds else None
-    md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=quiet, threads=threads,
+    from slimtext.train.progress import is_quiet  # noqa: PLC0415
+
+    md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=is_quiet(quiet), threads=threads,
                    overrides=set_)
     typer.echo(f"report: {md}\nreport: {md.with_suffix('.html')}")
 
@@ -207,8 +223,9 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
 
     A grid over learning rate, batch size, optimizer, method and seed, or an Optuna search (SQLite storage in the sweep folder; $SLIMTEXT_OPTUNA_STORAGE to share one)."""
     from slimtext.experiments.sweep import run_sweep  # noqa: PLC0415
+    from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
-    md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=quiet)
+    md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=is_quiet(quiet))
     typer.echo(f"report: {md}")
 
 

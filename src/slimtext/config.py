@@ -39,7 +39,7 @@ class ModelConfig:
 
 @dataclass
 class DistillConfig:
-    teacher: str | None = field(default=None, metadata={"help": "run directory of the fine-tuned teacher"})
+    teacher: str | None = field(default=None, metadata={"help": "run directory of the fine-tuned teacher, or a Hugging Face classifier folder (hf:PATH_OR_NAME)"})
     student_layers: str = field(default="odd", metadata={"help": "teacher layers copied into the student, 1-based: odd, even, first[:K], last[:K] or a list like 1,4,7"})
     student: str = field(default="layers", metadata={"help": "layers (a layer-selected transformer) or an RNN cell (lstm, gru, rnn) for DistilRNN"})
     kd_alpha: float = field(default=0.5, metadata={"help": "weight of the soft-target KL term (1 - alpha on the label CE)"})

@@ -18,7 +18,7 @@ COMMANDS = {  # name -> first line of its help, in the order `slimtext.cli` regi
     "distill": "Distil a fine-tuned teacher run into a smaller student.",
     "evaluate": "Evaluate a finished run on a split of its dataset (the run's own split ids).",
     "predict": "Classify texts with a finished run; prints label and probabilities per text.",
-    "export": "Export a run for serving: merged LoRA weights, ONNX, int8 ONNX.",
+    "export": "Export a run for serving: merged LoRA weights, ONNX, int8 ONNX, a Hugging Face folder.",
     "study": "Run the whole comparison of teacher, students and baselines, then write a report.",
     "sweep": "Sweep hyper-parameters: a resumable grid or an Optuna search.",
     "report": "Write report.md and a self-contained report.html from run directories only.",

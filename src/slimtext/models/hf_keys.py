@@ -73,6 +73,14 @@ TOP_LEVEL: dict[str, dict[str, Target]] = {
 PER_LAYER: dict[str, dict[str, Target]] = {"bert": _BERT_LAYER, "mpnet": _MPNET_LAYER, "gpt2": _GPT2_LAYER}
 CONV1D = {"gpt2": {"attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"}}
 PREFIXES = {"bert": "bert.", "mpnet": "mpnet.", "gpt2": "transformer."}
+# The task head of `*ForSequenceClassification` (HF name -> ours). MPNet's head is dense + tanh on
+# <s>, then out_proj: the dense layer is our pooler. GPT-2's `score` has no bias.
+SEQUENCE_HEADS: dict[str, dict[str, str]] = {
+    "bert": {"classifier.weight": "classifier.weight", "classifier.bias": "classifier.bias"},
+    "mpnet": {"classifier.dense.weight": "pooler.dense.weight", "classifier.dense.bias": "pooler.dense.bias",
+              "classifier.out_proj.weight": "classifier.weight", "classifier.out_proj.bias": "classifier.bias"},
+    "gpt2": {"score.weight": "classifier.weight"},
+}
 
 # Buffers and task heads that HF checkpoints carry and a backbone does not need.
 _IGNORED_SUFFIXES = ("position_ids", "token_type_ids", ".attn.bias", ".attn.masked_bias")
@@ -173,3 +181,55 @@ def inverse_name(mapping: dict[str, Target], ours: str) -> str:
         if ours == target or (isinstance(target, tuple) and ours in target):
             return hf
     return ours
+
+
+# --- the other direction: our names -> Hugging Face names (`slimtext export --hf`) ----------------
+
+
+def reverse_map(mapping: dict[str, Target]) -> dict[str, str]:
+    """`our name -> HF name` for every tensor of `mapping` (each part of a fused HF tensor too)."""
+    out = {}
+    for hf, target in mapping.items():
+        for ours in target if isinstance(target, tuple) else (target,):
+            out[ours] = hf
+    return out
+
+
+def to_hf_state(
+    ours: dict[str, torch.Tensor], family: str, mapping: dict[str, Target], source: str
+) -> dict[str, torch.Tensor]:
+    """Our backbone tensors under HF names (prefix not added): the inverse of `convert_state`.
+
+    Fused targets are concatenated along the output dimension (query, key, value -> `c_attn`) and
+    `CONV1D` weights transposed back to (in, out). Every tensor of `ours` must be used and every
+    HF name produced (both named if not); the result is converted back with `convert_state`, which
+    must give the same tensors, so each shape is checked against the model it came from.
+    """
+    missing = sorted(n for n in reverse_map(mapping) if n not in ours)
+    unexpected = sorted(set(ours) - set(reverse_map(mapping)))
+    if missing or unexpected:
+        lines = [f"{source}: the model's tensors do not match a {family} checkpoint"]
+        if missing:
+            lines.append("missing: " + ", ".join(missing))
+        if unexpected:
+            lines.append("unexpected: " + ", ".join(unexpected))
+        raise SlimtextError("\n".join(lines))
+    conv = CONV1D.get(family, set())
+    hf: dict[str, torch.Tensor] = {}
+    for hf_name, target in mapping.items():
+        if isinstance(target, tuple):
+            parts = [ours[n] for n in target]
+            if len({tuple(p.shape) for p in parts}) != 1:
+                shapes = ", ".join(f"{n} {tuple(p.shape)}" for n, p in zip(target, parts))
+                raise SlimtextError(f"{source}: cannot fuse into {hf_name}: shapes differ ({shapes})")
+            tensor = torch.cat(parts, dim=0)  # (3 * out, in) for query, key, value
+        else:
+            tensor = ours[target]
+        if any(hf_name.endswith(c) for c in conv):
+            tensor = tensor.t()  # Linear (out, in) -> Conv1D (in, out)
+        hf[hf_name] = tensor.detach().contiguous()
+    back = convert_state(hf, family, mapping, {k: v.shape for k, v in ours.items()}, source)
+    for name, tensor in ours.items():
+        if not torch.equal(back[name], tensor):
+            raise SlimtextError(f"{source}: {name} does not survive the key map both ways")
+    return hf

@@ -6,7 +6,12 @@
   sha256 and extracted once (atomically) into `$SLIMTEXT_CACHE/models/mpnet-base`.
 - any local folder holding config.json;
 - `hf:ORG/NAME`: downloaded with `huggingface_hub.snapshot_download` into `$SLIMTEXT_CACHE/hf`
-  (honours `HF_ENDPOINT` and `HF_HUB_OFFLINE`).
+  (honours `HF_ENDPOINT` and `HF_HUB_OFFLINE`); `hf:PATH` where PATH is a local folder is that folder.
+
+A `*ForSequenceClassification` folder (a `slimtext export --hf` one included) brings its head:
+`load_classifier` puts it back when its label count matches (BERT `classifier`; MPNet
+`classifier.dense` as the pooler and `classifier.out_proj`; GPT-2 `score` with a zero bias), so an
+exported run reloads with the same logits and trains again.
 
 The RNN models (`rnn`, `lstm`, `gru`) have no checkpoint; they are only listed as valid names.
 """
@@ -26,10 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from slimtext.data.sources import cache_dir
 from slimtext.errors import OfflineError, SlimtextError, UnknownNameError
+from slimtext.models import hf_keys
 from slimtext.models.rnn import CELLS
 
 RNN_MODELS = tuple(CELLS)  # handled by slimtext.models.rnn, listed here for name errors
@@ -202,7 +209,12 @@ def resolve(name: str) -> Path:
         raise SlimtextError(f"{name!r} is an RNN model trained from scratch; it has no checkpoint folder")
     if name.startswith("hf:"):
         repo_id = name[3:]
-        if not repo_id or repo_id.count("/") > 1 or repo_id.startswith("/"):
+        if repo_id and Path(repo_id).expanduser().is_dir():  # hf:PATH, a local HF folder
+            return resolve(str(Path(repo_id).expanduser()))
+        if repo_id.startswith(("/", ".", "~")) or repo_id.count("/") > 1:
+            raise SlimtextError(f"{name!r}: no such folder; write Hugging Face models as hf:ORG/NAME "
+                                "or hf:PATH to an existing local folder")
+        if not repo_id:
             raise SlimtextError(f"{name!r}: write Hugging Face models as hf:ORG/NAME")
         return _snapshot(repo_id)
     path = Path(name).expanduser()
@@ -235,12 +247,39 @@ def list_models() -> list[dict]:
     ]
 
 
+def sequence_head(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The task head of a `*ForSequenceClassification` folder under our names (`classifier.*`,
+    MPNet's `pooler.dense.*`); empty for a bare backbone (config.json's architectures say which)."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        return {}
+    state = hf_keys.read_checkpoint(folder)
+    return {ours: state[hf] for hf, ours in hf_keys.SEQUENCE_HEADS[family(folder)].items() if hf in state}
+
+
 def load_classifier(name_or_path: str, num_labels: int, **kw) -> tuple[nn.Module, Path]:
-    """EncoderClassifier or DecoderClassifier on pretrained weights; `kw` go to the classifier."""
+    """EncoderClassifier or DecoderClassifier on pretrained weights; `kw` go to the classifier.
+    A sequence-classification head with `num_labels` labels is loaded too (module docstring)."""
     from slimtext.models.decoder import DecoderClassifier, load_decoder
-    from slimtext.models.encoder import EncoderClassifier, load_encoder
+    from slimtext.models.encoder import EncoderClassifier, Pooler, load_encoder
 
     folder = resolve(name_or_path)
+    head = sequence_head(folder)
     if family(folder) == "gpt2":
-        return DecoderClassifier(load_decoder(folder), num_labels, **kw), folder
-    return EncoderClassifier(load_encoder(folder), num_labels, **kw), folder
+        model = DecoderClassifier(load_decoder(folder), num_labels, **kw)
+    else:
+        encoder = load_encoder(folder)
+        if "pooler.dense.weight" in head and encoder.pooler is None:  # MPNet's head: dense + tanh
+            encoder.config.has_pooler = True
+            encoder.pooler = Pooler(encoder.config)
+            encoder.pooler.dense.weight.data.copy_(head["pooler.dense.weight"])
+            encoder.pooler.dense.bias.data.copy_(head["pooler.dense.bias"])
+            encoder.pooler.eval()
+        model = EncoderClassifier(encoder, num_labels, **kw)
+    weight = head.get("classifier.weight")
+    reads_head = not isinstance(model, EncoderClassifier) or model.pooling == "pooler"
+    if weight is not None and weight.shape == model.classifier.weight.shape and reads_head:
+        with torch.no_grad():
+            model.classifier.weight.copy_(weight)
+            model.classifier.bias.copy_(head.get("classifier.bias", torch.zeros(num_labels)))
+    return model, folder

@@ -45,7 +45,7 @@ from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.models.factory import RNN_MODELS, apply_method
 from slimtext.models.students import layer_student, parse_student_layers, require_encoder
 from slimtext.recipes import finetune
-from slimtext.recipes.teacher_cache import teacher_logits
+from slimtext.recipes.teacher_cache import hf_teacher_run, is_hf_teacher, teacher_logits
 from slimtext.rundir import RunDir
 from slimtext.train.loop import resolve_device, seed_everything
 from slimtext.train.losses import KDLoss, check_kd
@@ -121,12 +121,15 @@ def distill(
         cfg = RunConfig.from_dict(RunDir(out).read_config())
     elif not cfg.distill.teacher:
         raise SlimtextError(
-            "distill needs a teacher: --teacher RUN_DIR (a finished `slimtext train` run)"
+            "distill needs a teacher: --teacher RUN_DIR (a finished `slimtext train` run) or a "
+            "Hugging Face classifier folder (hf:PATH_OR_NAME)"
         )
     check_kd(cfg.distill.kd_alpha, cfg.distill.temperature)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    if not resume and is_hf_teacher(cfg.distill.teacher):  # a transformers classifier folder
+        cfg.distill.teacher = str(hf_teacher_run(cfg.distill.teacher, cfg.data, cfg.model.max_length))
     teacher_dir = Path(cfg.distill.teacher)
     layered = cfg.distill.student == "layers"
     teacher_cfg = teacher_config(teacher_dir)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from slimtext.data.registry import text_corpus
 from slimtext.errors import SlimtextError
@@ -43,6 +42,7 @@ from slimtext.rundir import (
     load_safetensors,
 )
 from slimtext.train.loop import TrainConfig, make_optimizer, resolve_device
+from slimtext.train.progress import bar as progress_bar
 
 LN2 = math.log(2)
 
@@ -257,7 +257,7 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
             },
         )
 
-    bar = tqdm(
+    bar = progress_bar(
         total=cfg.max_steps or None,
         initial=st["step"],
         unit="step",

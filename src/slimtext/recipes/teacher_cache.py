@@ -5,6 +5,12 @@ The teacher runs once, over the train split, before training: its logits are cac
 every later student of the same teacher and split (the key: `cache_key`). Rows are joined by
 example id (`align_logits`), so a cached file serves any student of the same split.
 
+A `--teacher` that is a Hugging Face classifier folder (`hf:PATH_OR_NAME`, or a folder with
+config.json and no config.yaml, e.g. one written by `slimtext export --hf`) is first imported as
+a finished full-method run under `$SLIMTEXT_CACHE/hf_teachers/` (`hf_teacher_run`), so the rest
+of distillation reads a run directory as always. Its labels are config.json's id2label; they must
+equal the dataset's.
+
 Reference: Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network,
 arXiv:1503.02531
 """
@@ -19,12 +25,14 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from slimtext.checkpoint import load_teacher
-from slimtext.config import RunConfig
+from slimtext.checkpoint import load_teacher, save_weights
+from slimtext.config import ModelConfig, RunConfig
 from slimtext.data.batches import EncodedSplit
-from slimtext.data.registry import Example
+from slimtext.data.registry import DataConfig, Example
 from slimtext.data.sources import cache_dir, sha256_file
+from slimtext.data.tokenize import WordPiece
 from slimtext.errors import SlimtextError
+from slimtext.models import hub, param_report
 from slimtext.rundir import RunDir, atomic_save_safetensors
 from slimtext.train.loop import predict_logits
 
@@ -99,3 +107,43 @@ def teacher_logits(
         metadata={"example_ids": json.dumps(ids), "teacher": str(teacher_dir)},
     )
     return {"logits": logits, "seconds": seconds, "cache_hit": False, "path": path}
+
+
+# --- a Hugging Face classifier folder as a teacher ------------------------------------------------
+
+
+def is_hf_teacher(teacher: str) -> bool:
+    """`hf:...`, or a folder with config.json that is not a slimtext run (no config.yaml)."""
+    path = Path(teacher).expanduser()
+    return teacher.startswith("hf:") or (
+        (path / "config.json").is_file() and not (path / "config.yaml").is_file()
+    )
+
+
+def hf_teacher_run(teacher: str, data: DataConfig, max_length: int = 128) -> Path:
+    """A finished run directory holding the HF sequence classifier `teacher` (imported once per
+    weights file, data config and max_length), for `slimtext distill --teacher`."""
+    folder = hub.resolve(teacher)
+    config = json.loads((folder / "config.json").read_text())
+    id2label = config.get("id2label") or {}
+    labels = [id2label[k] for k in sorted(id2label, key=int)]
+    head = hub.sequence_head(folder)
+    if not labels or "classifier.weight" not in head:
+        raise SlimtextError(
+            f"teacher {teacher}: not a *ForSequenceClassification folder with id2label; a teacher "
+            "must be a fine-tuned classifier (a slimtext run, or `slimtext export --hf` output)"
+        )
+    weights = folder / ("model.safetensors" if (folder / "model.safetensors").is_file() else "pytorch_model.bin")
+    h = hashlib.sha256(f"{sha256_file(weights)}\0{json.dumps(data.__dict__, sort_keys=True)}\0{max_length}".encode())
+    run = RunDir(cache_dir() / "hf_teachers" / h.hexdigest()[:16])
+    if run.is_finished():
+        return run.path
+    cfg = RunConfig(data=data, model=ModelConfig(model=str(folder), method="full", max_length=max_length))
+    model, _ = hub.load_classifier(str(folder), len(labels), dropout=cfg.model.head_dropout)
+    run.create(cfg.to_dict(), argv=["slimtext", "distill", "--teacher", teacher])
+    WordPiece(folder, max_length=max_length).save(run.path / "tokenizer")
+    run.write_json("labels.json", labels)
+    atomic_save_safetensors(run.weights_path, save_weights(model, "full"))
+    run.write_summary({"model": teacher, "method": "full", "labels": labels,
+                       "imported_from": str(folder), **param_report(model)})
+    return run.path

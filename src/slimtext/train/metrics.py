@@ -18,10 +18,12 @@ from sklearn.metrics import (
 )
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
-    """probs (N, C) rows summing to 1; labels (N,). ROC-AUC: binary on class 1's probability,
-    multi-class one-vs-rest macro; None when a class is missing from `labels`."""
-    pred = probs.argmax(1)
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_labels: int,
+                           pred: np.ndarray | None = None) -> dict:
+    """probs (N, C) rows summing to 1; labels (N,); `pred` (N,) the predicted labels (default
+    argmax). ROC-AUC: binary on class 1's probability, multi-class one-vs-rest macro; None when a
+    class is missing from `labels`."""
+    pred = probs.argmax(1) if pred is None else pred
     out = {
         "accuracy": float(accuracy_score(labels, pred)),
         "macro_f1": float(f1_score(labels, pred, average="macro", labels=list(range(num_labels)), zero_division=0)),
@@ -36,8 +38,40 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_labels: in
     return out
 
 
-def confusion(probs: np.ndarray, labels: np.ndarray, num_labels: int) -> list[list[int]]:
-    return confusion_matrix(labels, probs.argmax(1), labels=list(range(num_labels))).tolist()
+def confusion(probs: np.ndarray, labels: np.ndarray, num_labels: int,
+              pred: np.ndarray | None = None) -> list[list[int]]:
+    """Rows: true label, columns: predicted (default argmax)."""
+    pred = probs.argmax(1) if pred is None else pred
+    return confusion_matrix(labels, pred, labels=list(range(num_labels))).tolist()
+
+
+MIN_MCC = 0.05  # below this a classifier is barely better than a constant
+
+
+def degenerate_warnings(summary: dict) -> list[str]:
+    """Warnings for a run summary whose test predictions are all one class or whose test MCC is
+    below MIN_MCC, at argmax and (when the run has one) at its decision threshold. Reads only
+    summary.json keys, so it works on any finished run, old ones included."""
+    out = []
+    split = summary.get("test_split") or "test"
+    names = summary.get("labels") or []
+    blocks = [("", summary.get("test"), (summary.get("confusion") or {}).get(split))]
+    at = summary.get("test_at_threshold")
+    if isinstance(at, dict):
+        blocks.append((f" at threshold {at.get('threshold'):.3g}", at, at.get("confusion")))
+    for where, metrics, matrix in blocks:
+        if matrix:
+            predicted = np.asarray(matrix).sum(0)  # (C,) predictions per class
+            if (predicted > 0).sum() == 1:
+                k = int(predicted.argmax())
+                name = names[k] if k < len(names) else str(k)
+                out.append(f"all {int(predicted.sum())} {split} predictions{where} are {name!r}: "
+                           "the model is constant")
+                continue
+        mcc = (metrics or {}).get("mcc")
+        if isinstance(mcc, int | float) and mcc < MIN_MCC:
+            out.append(f"{split} MCC{where} is {mcc:.3f} (< {MIN_MCC}): barely better than chance")
+    return out
 
 
 def _rss_bytes() -> int:

@@ -30,7 +30,6 @@ from slimtext.recipes.finetune import train, write_summary
 from slimtext.rundir import RunDir
 from slimtext.train.losses import CrossEntropy, class_weights
 from slimtext.train.metrics import degenerate_warnings
-
 from test_train import tiny_cfg
 
 # --- temperature, scores -----------------------------------------------------------------------

@@ -28,8 +28,8 @@ from slimtext.inference.predictor import load_predictor
 from slimtext.recipes.baseline import train_baseline
 from slimtext.recipes.finetune import train, write_summary
 from slimtext.rundir import RunDir
+from slimtext.train.degenerate import degenerate_warnings
 from slimtext.train.losses import CrossEntropy, class_weights
-from slimtext.train.metrics import degenerate_warnings
 from test_train import tiny_cfg
 
 # --- temperature, scores -----------------------------------------------------------------------
@@ -214,3 +214,29 @@ def test_tfidf_run_loads_through_load_predictor(tiny_csv, tmp_path):
     assert p.predict(["a good movie", "an awful film"]) == ["pos", "neg"]
     with pytest.raises(SlimtextError, match="TF-IDF run"):
         load_predictor(tmp_path / "tfidf", backend="onnx")
+
+
+def test_report_shows_calibration_reliability_and_warnings(lstm_run, tiny_csv, tmp_path):
+    from fake_runs import write_run
+
+    from slimtext.experiments.report import write_report
+
+    train_baseline(tiny_cfg(tiny_csv), tmp_path / "tfidf", quiet=True)
+    constant = write_run(tmp_path / "const-s0", f1=0.4, mcc=0.0, confusion=((40, 0), (10, 0)))
+    md, html = write_report([lstm_run, tmp_path / "tfidf", constant], tmp_path / "report")
+    text = md.read_text()
+    section = text[text.index("## Calibration"):text.index("## Runs")]
+    assert "| lstm | 1 |" in section and "| tfidf | 1 |" in section and "const" not in section
+    assert "figures/reliability.png" in section and (tmp_path / "report/figures/reliability.png").exists()
+    assert "warning: const-s0: all 50 test predictions are 'not toxic'" in text
+    assert "<h2>Calibration</h2>" in html.read_text() and "warning: const-s0" in html.read_text()
+
+
+def test_kd_class_weights_weigh_its_label_term():
+    from slimtext.train.losses import KDLoss
+
+    logits, labels = torch.randn(4, 2), torch.tensor([0, 0, 0, 1])
+    w = class_weights(labels, 2, "balanced")
+    batch = {"labels": labels, "index": torch.arange(4)}
+    kd = KDLoss(torch.randn(4, 2), alpha=0.0, weight=w)  # alpha 0: the label term alone
+    torch.testing.assert_close(kd(logits, batch), CrossEntropy(w)(logits, batch))

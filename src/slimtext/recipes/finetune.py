@@ -31,9 +31,10 @@ from slimtext.models import format_param_report, param_report
 from slimtext.models.factory import apply_method, build_classifier, build_tokenizer
 from slimtext.rundir import RunDir, load_safetensors
 from slimtext.train import ddp, head_cache
+from slimtext.train.degenerate import degenerate_warnings
 from slimtext.train.loop import fit, logit_metrics, predict_logits, resolve_device, seed_everything
 from slimtext.train.losses import class_weights
-from slimtext.train.metrics import classification_metrics, confusion, degenerate_warnings
+from slimtext.train.metrics import classification_metrics, confusion
 
 
 @dataclass

@@ -45,35 +45,6 @@ def confusion(probs: np.ndarray, labels: np.ndarray, num_labels: int,
     return confusion_matrix(labels, pred, labels=list(range(num_labels))).tolist()
 
 
-MIN_MCC = 0.05  # below this a classifier is barely better than a constant
-
-
-def degenerate_warnings(summary: dict) -> list[str]:
-    """Warnings for a run summary whose test predictions are all one class or whose test MCC is
-    below MIN_MCC, at argmax and (when the run has one) at its decision threshold. Reads only
-    summary.json keys, so it works on any finished run, old ones included."""
-    out = []
-    split = summary.get("test_split") or "test"
-    names = summary.get("labels") or []
-    blocks = [("", summary.get("test"), (summary.get("confusion") or {}).get(split))]
-    at = summary.get("test_at_threshold")
-    if isinstance(at, dict):
-        blocks.append((f" at threshold {at.get('threshold'):.3g}", at, at.get("confusion")))
-    for where, metrics, matrix in blocks:
-        if matrix:
-            predicted = np.asarray(matrix).sum(0)  # (C,) predictions per class
-            if (predicted > 0).sum() == 1:
-                k = int(predicted.argmax())
-                name = names[k] if k < len(names) else str(k)
-                out.append(f"all {int(predicted.sum())} {split} predictions{where} are {name!r}: "
-                           "the model is constant")
-                continue
-        mcc = (metrics or {}).get("mcc")
-        if isinstance(mcc, int | float) and mcc < MIN_MCC:
-            out.append(f"{split} MCC{where} is {mcc:.3f} (< {MIN_MCC}): barely better than chance")
-    return out
-
-
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:

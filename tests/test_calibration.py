@@ -240,3 +240,16 @@ def test_kd_class_weights_weigh_its_label_term():
     batch = {"labels": labels, "index": torch.arange(4)}
     kd = KDLoss(torch.randn(4, 2), alpha=0.0, weight=w)  # alpha 0: the label term alone
     torch.testing.assert_close(kd(logits, batch), CrossEntropy(w)(logits, batch))
+
+
+def test_export_folder_keeps_calibration_and_onnx_applies_it(lstm_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from slimtext.inference.export import export
+
+    folder = export(lstm_run, onnx=True, out=tmp_path / "exported")
+    assert (folder / "calibration.json").read_text() == (lstm_run / "calibration.json").read_text()
+    texts = ["a really good movie", "an awful plot", "the film"]
+    eager, onnx = load_predictor(lstm_run), load_predictor(folder, backend="onnx")
+    assert onnx.temperature == eager.temperature != 1.0 and onnx.threshold == eager.threshold
+    np.testing.assert_allclose(onnx.predict_proba(texts), eager.predict_proba(texts), atol=1e-4)
+    assert onnx.predict(texts, threshold=0.0) == ["pos"] * 3

@@ -218,7 +218,6 @@ def test_tfidf_run_loads_through_load_predictor(tiny_csv, tmp_path):
 
 def test_report_shows_calibration_reliability_and_warnings(lstm_run, tiny_csv, tmp_path):
     from fake_runs import write_run
-
     from slimtext.experiments.report import write_report
 
     train_baseline(tiny_cfg(tiny_csv), tmp_path / "tfidf", quiet=True)

@@ -37,12 +37,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """A toy CSV and a finished 4-epoch LSTM run on it (the docstrings' `csv` and `run`)."""
+    """A toy CSV and a finished 8-epoch LSTM run on it (the docstrings' `csv` and `run`)."""
     tmp = tmp_path_factory.mktemp("api")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLIMTEXT_CACHE", str(tmp / "cache"))
         csv = write_toy_csv(tmp / "toy.csv")
-        run = slimtext.train(data=str(csv), model="lstm", epochs=4, lr=1e-2, threads=1,
+        run = slimtext.train(data=str(csv), model="lstm", epochs=8, lr=1e-2, threads=1,
                              out=tmp / "run", quiet=True)
     return {"csv": csv, "run": run}
 

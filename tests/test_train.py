@@ -155,7 +155,7 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~umask
 
 
-def test_default_run_serves_a_loadable_model_never_the_tfidf_baseline(tiny_csv, tmp_path):
+def test_default_run_serves_the_best_loadable_model_tfidf_included(tiny_csv, tmp_path):
     from slimtext.experiments.select import default_run
     from slimtext.inference.predictor import load_predictor
     from slimtext.recipes.baseline import train_baseline
@@ -163,9 +163,12 @@ def test_default_run_serves_a_loadable_model_never_the_tfidf_baseline(tiny_csv, 
     cfg = tiny_cfg(tiny_csv, epochs=1)
     train(cfg, out=tmp_path / "runs" / "lstm", quiet=True)
     train_baseline(cfg, tmp_path / "runs" / "tfidf", quiet=True)
-    s = RunDir(tmp_path / "runs" / "tfidf").read_summary()
-    s["dev"]["macro_f1"] = 1.0  # even when the baseline scores best
-    RunDir(tmp_path / "runs" / "tfidf").write_summary(s)
+    for name, f1 in (("tfidf", 1.0), ("lstm", 0.0)):  # the baseline scores best on dev
+        s = RunDir(tmp_path / "runs" / name).read_summary()
+        s["dev"]["macro_f1"] = f1
+        RunDir(tmp_path / "runs" / name).write_summary(s)
     chosen = default_run(tmp_path / "runs")
-    assert chosen == tmp_path / "runs" / "lstm"
+    assert chosen == tmp_path / "runs" / "tfidf"  # it loads now (TfidfPredictor)
     assert load_predictor(chosen).predict("a good movie") in ("neg", "pos")
+    (chosen / "tfidf.safetensors").unlink()  # a run it cannot load is never chosen
+    assert default_run(tmp_path / "runs") == tmp_path / "runs" / "lstm"

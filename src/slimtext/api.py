@@ -16,15 +16,15 @@ Example (`csv` is a tiny labelled CSV, 160 rows 'good movie,pos' / 'awful film,n
 in docs/api.md; `tmp` a fresh folder):
 
 >>> import slimtext
->>> run = slimtext.train(data=str(csv), model="lstm", epochs=4, lr=1e-2, out=tmp / "run", quiet=True)
+>>> run = slimtext.train(data=str(csv), model="lstm", epochs=8, lr=1e-2, out=tmp / "run", quiet=True)
 >>> run.summary["model"], run.summary["test_split"], "macro_f1" in run.summary["test"]
 ('lstm', 'test', True)
 >>> clf = run.predictor()
 >>> clf.labels
 ['neg', 'pos']
->>> clf.predict(["a great movie", "an awful film"])
+>>> clf.predict(["great movie", "awful film"])
 ['pos', 'neg']
->>> clf.predict_proba(["a great movie"]).shape
+>>> clf.predict_proba(["great movie"]).shape
 (1, 2)
 """
 

@@ -123,43 +123,44 @@ def print_summary(s: dict) -> None:
     typer.echo(f"  best epoch {s['best_epoch']}, train {s['train_seconds']:.1f}s, params {s['total_params']:,} "
                f"(trainable {s['trainable_params']:,}), {s['inference_ms_per_example']:.3f} ms/example, "
                f"peak memory {s['peak_memory_mb']:.0f} MiB")
+    cal, at = s.get("calibration"), s.get("test_at_threshold")
+    if cal:
+        line = (f"  calibrated on dev: temperature {cal['temperature']:.3f}, test ECE "
+                f"{cal['test_before']['ece']:.4f} -> {cal['test_after']['ece']:.4f}")
+        if at:
+            line += (f"; threshold {at['threshold']:.3f} ({cal['threshold_rule']}): "
+                     f"macro-F1 {at['macro_f1']:.4f}  MCC {at['mcc']:.4f}")
+        typer.echo(line)
+
+
+ThresholdOpt = Annotated[float | None, typer.Option(help="binary tasks: predict the positive label when its calibrated probability is >= this (default: the run's calibration.json threshold, else argmax)")]
 
 
 @app.command("evaluate")
 def evaluate_cmd(run: Path, split: Annotated[str, typer.Option(help="train, dev, test or test_ood")] = "test",
-                 data_dir: str | None = None):
-    """Evaluate a finished run on a split of its dataset (the run's own split ids)."""
-    from slimtext.data.registry import load_dataset  # noqa: PLC0415
-    from slimtext.inference.predictor import load_model  # noqa: PLC0415
-    from slimtext.recipes.finetune import encode_splits  # noqa: PLC0415
-    from slimtext.train.loop import evaluate  # noqa: PLC0415
+                 data_dir: str | None = None, backend: BackendOpt = "torch", threshold: ThresholdOpt = None):
+    """Evaluate a finished run on a split of its dataset (the run's own split ids): the argmax
+    metrics, calibrated ECE/Brier/NLL, and the metrics at the decision threshold."""
+    from slimtext.inference.evaluate import evaluate_run  # noqa: PLC0415
 
-    model, tok, cfg, labels = load_model(run)
-    if data_dir:
-        cfg.data.data_dir = data_dir
-    ds = load_dataset(cfg.data)
-    if split not in ds.splits:
-        from slimtext.errors import UnknownNameError  # noqa: PLC0415
-
-        raise UnknownNameError("split", split, list(ds.splits))
-    ds.splits = {split: ds.splits[split]}
-    metrics, _ = evaluate(model, encode_splits(ds, tok)[split], len(labels))
-    typer.echo(json.dumps({"split": split, "n": len(ds.splits[split]), **metrics}, indent=2))
+    result = evaluate_run(run, split, backend=backend, threshold=threshold, data_dir=data_dir)
+    typer.echo(json.dumps(result, indent=2))
 
 
 @app.command("predict")
 def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="texts to classify ('-' reads lines from stdin)")],
-                backend: BackendOpt = "torch"):
-    """Classify texts with a finished run; prints label and probabilities per text."""
+                backend: BackendOpt = "torch", threshold: ThresholdOpt = None):
+    """Classify texts with a finished run; prints the label, its calibrated probability, the text
+    and every label's calibrated probability."""
     from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
 
     if texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     p = load_predictor(run, backend=backend)
-    for text, probs in zip(texts, p.predict_proba(texts)):
-        best = int(probs.argmax())
-        detail = ", ".join(f"{lab} {q:.3f}" for lab, q in zip(p.labels, probs))
-        typer.echo(f"{p.labels[best]}\t{probs[best]:.3f}\t{text!r}\t({detail})")
+    probs = p.predict_proba(texts)
+    for text, row, k in zip(texts, probs, p.decide(probs, threshold)):
+        detail = ", ".join(f"{lab} {q:.3f}" for lab, q in zip(p.labels, row))
+        typer.echo(f"{p.labels[k]}\t{row[k]:.3f}\t{text!r}\t({detail})")
 
 
 @app.command("export")

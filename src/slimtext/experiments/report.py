@@ -6,9 +6,11 @@ it can be rebuilt at any time with `slimtext report RUN_DIR...`. Runs are groupe
 (`odd-s2` -> `odd`; `davidson-lstm-full-s0-20250101-120000` -> `davidson-lstm-full`). Each group
 shows mean ± sample standard deviation (n - 1) over its runs.
 
-Contents: a generated discussion (only claims the numbers support), the comparison table, for
-sweeps the hyper-parameter table with the best run marked, per-epoch curves (mean over seeds,
-± one std shaded), confusion matrices summed over seeds, and every run with its command.
+Contents: a generated discussion (only claims the numbers support), warnings on constant or
+near-chance runs, the comparison table, for sweeps the hyper-parameter table with the best run
+marked, per-epoch curves (mean over seeds, ± one std shaded), confusion matrices summed over
+seeds, calibration (temperature, threshold, ECE/Brier/NLL, reliability diagrams), and every run
+with its command.
 The HTML embeds its plots as base64 PNG and its CSS inline: it opens offline, as one file.
 """
 
@@ -27,10 +29,11 @@ from slimtext.experiments.report_data import (
     load_run,
 )
 from slimtext.experiments.report_discussion import discussion
-from slimtext.experiments.report_figures import curve_figures
+from slimtext.experiments.report_figures import curve_figures, reliability_figure
 from slimtext.experiments.report_html import render_html
-from slimtext.experiments.report_md import Report, render_md
+from slimtext.experiments.report_md import RELIABILITY_PNG, Report, render_md
 from slimtext.rundir import atomic_write_text
+from slimtext.train.degenerate import degenerate_warnings
 
 
 def _meta(runs: list[Run]) -> list[str]:
@@ -116,6 +119,7 @@ def write_report(
             f"(unfinished or failed) and {'are' if len(missing) > 1 else 'is'} left out: "
             + ", ".join(missing)
         )
+    notes += [f"warning: {r.name}: {w}" for r in runs for w in degenerate_warnings(r.summary)]
     groups = group_runs(runs)
     kind = "sweep" if sweep else "report"  # the title names a sweep only when the caller says so
     if sweep is None:
@@ -138,6 +142,7 @@ def write_report(
         sweep,
         metric,
         curve_figures(groups) if runs else [],
+        reliability_figure(groups),
     )
     fig_dir = out_dir / "figures"
     fig_paths = []
@@ -145,6 +150,9 @@ def write_report(
         fig_dir.mkdir(parents=True, exist_ok=True)
         (fig_dir / f"{key}.png").write_bytes(png)
         fig_paths.append((fig_title, f"figures/{key}.png"))
+    if rep.reliability:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / RELIABILITY_PNG).write_bytes(rep.reliability)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     atomic_write_text(md_path, render_md(rep, fig_paths))
     atomic_write_text(html_path, render_html(rep))

@@ -7,7 +7,15 @@ import html
 
 from slimtext.experiments.report_data import COLUMNS, _v, fmt
 from slimtext.experiments.report_figures import summed_confusion
-from slimtext.experiments.report_md import TABLE_NOTE, Report, _best_per_column, _sweep_rows
+from slimtext.experiments.report_md import (
+    CALIBRATION_COLUMNS,
+    CALIBRATION_NOTE,
+    TABLE_NOTE,
+    Report,
+    _best_per_column,
+    _sweep_rows,
+    calibration_rows,
+)
 
 CSS = """
 :root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#1f6feb; }
@@ -138,6 +146,7 @@ def render_html(rep: Report) -> str:
         h.append("</tbody></table></div>")
     h.append("</div>")
 
+    h += calibration_html(rep)
     h.append(
         '<h2>Runs</h2><div class="scroll"><table><thead><tr><th>Run</th><th>Method</th>'
         "<th>Seed</th><th>Best epoch</th><th>Dev macro-F1</th><th>Test macro-F1</th>"
@@ -160,6 +169,24 @@ def render_html(rep: Report) -> str:
         h.append("</pre></details>")
     h.append("</main></body></html>\n")
     return "\n".join(h)
+
+
+def calibration_html(rep: Report) -> list[str]:
+    """The Calibration section (nothing when no run was calibrated)."""
+    rows = calibration_rows(rep)
+    if not rows:
+        return []
+    h = ["<h2>Calibration</h2>", f'<p class="note">{_e(CALIBRATION_NOTE)}</p>',
+         '<div class="scroll"><table><thead><tr><th>Method</th><th>n</th>']
+    h += [f"<th>{_e(header)}</th>" for header, _, _ in CALIBRATION_COLUMNS]
+    h.append("</tr></thead><tbody>")
+    h += ["<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows]
+    h.append("</tbody></table></div>")
+    if rep.reliability:
+        data = base64.b64encode(rep.reliability).decode("ascii")
+        h.append('<figure><img alt="Reliability diagrams (test): before and after temperature '
+                 f'scaling" src="data:image/png;base64,{data}"></figure>')
+    return h
 
 
 def _numeric(text: str) -> bool:

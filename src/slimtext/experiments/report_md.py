@@ -15,7 +15,7 @@ from slimtext.experiments.report_data import (
     fmt,
     swept_keys,
 )
-from slimtext.experiments.report_figures import summed_confusion
+from slimtext.experiments.report_figures import pooled_reliability, summed_confusion
 from slimtext.experiments.select import select_best
 
 TABLE_NOTE = (
@@ -37,6 +37,7 @@ class Report:
     sweep: bool
     metric: str
     figures: list[tuple[str, str, bytes]]
+    reliability: bytes | None = None  # the reliability diagrams' PNG (report_figures)
 
 
 def _best_per_column(groups: list[Group]) -> dict[str, str]:
@@ -146,6 +147,7 @@ def render_md(rep: Report, figure_paths: list[tuple[str, str]]) -> str:
             ),
             "",
         ]
+    md += calibration_md(rep)
     md += ["## Runs", ""]
     md += [
         _md_table(
@@ -172,3 +174,48 @@ def render_md(rep: Report, figure_paths: list[tuple[str, str]]) -> str:
         md += [f"# {r.name}\n{r.command}" for r in commands]
         md += ["```", "", "</details>", ""]
     return "\n".join(md)
+
+
+RELIABILITY_PNG = "figures/reliability.png"  # where write_report saves Report.reliability
+CALIBRATION_NOTE = (
+    "Test split; mean over each method's runs. The temperature T and (binary tasks) the decision "
+    "threshold are fitted on dev after training; ECE (15 equal-width bins, top label), Brier "
+    "(summed over classes) and NLL before → after dividing the logits by T. Macro-F1 / MCC at "
+    "threshold: the test metrics when the positive label is predicted at calibrated probability "
+    ">= threshold (the other tables use argmax)."
+)
+CALIBRATION_COLUMNS = [  # (header, dotted summary key, digits)
+    ("T", "calibration.temperature", 2),
+    ("Threshold", "calibration.threshold", 3),
+    ("ECE before", "calibration.test_before.ece", 3),
+    ("ECE after", "calibration.test_after.ece", 3),
+    ("Brier before", "calibration.test_before.brier", 3),
+    ("Brier after", "calibration.test_after.brier", 3),
+    ("NLL before", "calibration.test_before.nll", 3),
+    ("NLL after", "calibration.test_after.nll", 3),
+    ("Macro-F1 at threshold", "test_at_threshold.macro_f1", 3),
+    ("MCC at threshold", "test_at_threshold.mcc", 3),
+]
+
+
+def calibration_rows(rep: Report) -> list[list[str]]:
+    """[method, n, cell per CALIBRATION_COLUMNS] for each group with calibrated runs."""
+    rows = []
+    for g in rep.groups:
+        if pooled_reliability(g, "before") is None and g.stat("calibration.temperature").mean is None:
+            continue
+        n = g.stat("calibration.temperature").n
+        rows.append([g.name, str(n)] + [fmt(g.stat(k), digits=d) for _, k, d in CALIBRATION_COLUMNS])
+    return rows
+
+
+def calibration_md(rep: Report) -> list[str]:
+    """The `## Calibration` section (nothing when no run was calibrated)."""
+    rows = calibration_rows(rep)
+    if not rows:
+        return []
+    md = ["## Calibration", "", CALIBRATION_NOTE, ""]
+    md += [_md_table(["Method", "n"] + [h for h, _, _ in CALIBRATION_COLUMNS], rows), ""]
+    if rep.reliability:
+        md += [f"![Reliability diagrams (test): before and after temperature scaling]({RELIABILITY_PNG})", ""]
+    return md

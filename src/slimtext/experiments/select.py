@@ -10,6 +10,7 @@ from pathlib import Path
 
 from slimtext.errors import SlimtextError
 from slimtext.experiments.report_data import Run, load_run
+from slimtext.inference.base import loadable
 
 
 def select_best(runs: list[Run], metric: str = "macro_f1", split: str = "dev") -> Run | None:
@@ -23,13 +24,12 @@ def select_best(runs: list[Run], metric: str = "macro_f1", split: str = "dev") -
 
 def default_run(root: str | Path = "runs", metric: str = "macro_f1") -> Path:
     """The model `slimtext serve` serves when given none: in the newest study under `root` (a
-    folder with study.json), else anywhere under `root`, the finished run with loadable weights
-    and the best **dev** `metric`."""
+    folder with study.json), else anywhere under `root`, the finished run `load_predictor` can
+    load (neural weights, or a TF-IDF model) with the best **dev** `metric`."""
     root = Path(root)
     studies = sorted(root.glob("*/study.json"), key=lambda p: p.stat().st_mtime)
     search = studies[-1].parent if studies else root
-    runs = [load_run(s.parent) for s in sorted(search.glob("**/summary.json"))
-            if (s.parent / "model.safetensors").exists()]
+    runs = [load_run(s.parent) for s in sorted(search.glob("**/summary.json")) if loadable(s.parent)]
     best = select_best(runs, metric, split="dev")
     if best is None:
         raise SlimtextError(f"no trained model under {root}/: train one first (`make demo`, or "

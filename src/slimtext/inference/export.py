@@ -13,8 +13,8 @@
 A new model.onnx without int8 removes an older model.int8.onnx beside it (it would no longer be
 derived from that model.onnx).
 
-`out` puts the files in another folder; that folder then also gets config.yaml, labels.json and
-tokenizer/, so `load_predictor(out, backend="onnx")` works on it alone. `load_predictor(run,
+`out` puts the files in another folder; that folder then also gets config.yaml, labels.json,
+calibration.json and tokenizer/, so `load_predictor(out, backend="onnx")` works on it alone. `load_predictor(run,
 backend=...)` picks torch, torch-int8 (`torch_int8` below), onnx or onnx-int8.
 
 The ONNX graph comes from the TorchScript-based exporter (`torch.onnx.export(dynamo=False)`):
@@ -37,7 +37,7 @@ from torch import nn
 from slimtext.checkpoint import load_model
 from slimtext.config import RunConfig
 from slimtext.errors import SlimtextError
-from slimtext.inference.base import INT8_FILE, ONNX_FILE
+from slimtext.inference.base import CALIBRATION_FILE, INT8_FILE, ONNX_FILE
 from slimtext.models.lora import merged_copy
 from slimtext.rundir import RunDir, atomic_save_safetensors, atomic_write_json
 
@@ -122,12 +122,13 @@ def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
 
 
 def _write_run_files(run: RunDir, folder: Path, cfg: RunConfig) -> None:
-    """config.yaml (method full: the weights are plain), labels.json, tokenizer/, splits.json."""
+    """config.yaml (method full: the weights are plain), labels.json, tokenizer/, splits.json and
+    calibration.json (the temperature and threshold hold for the exported logits too)."""
     target = RunDir(folder)
     full = RunConfig.from_dict(cfg.to_dict())
     full.model.method = "full"
     target.create(full.to_dict(), argv=["slimtext", "export", str(run.path)])
-    for name in ("labels.json", "splits.json"):
+    for name in ("labels.json", "splits.json", CALIBRATION_FILE):
         if (run.path / name).exists():
             shutil.copy(run.path / name, folder / name)
     if (folder / "tokenizer").exists():

@@ -30,7 +30,6 @@ bias divided by T), so the pipeline's softmax gives slimtext's calibrated probab
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -38,6 +37,7 @@ from torch import nn
 
 from slimtext.checkpoint import load_model
 from slimtext.errors import OfflineError, SlimtextError
+from slimtext.inference.base import read_calibration
 from slimtext.inference.export import inference_copy
 from slimtext.inference.hf_card import model_card
 from slimtext.models import hf_keys
@@ -56,8 +56,7 @@ SPECIAL = {  # tokenizer_config.json key -> token strings BERT / MPNet / GPT-2 v
 
 def calibration(run: RunDir) -> dict:
     """The run's calibration.json (temperature, threshold, ...) or the neutral defaults."""
-    path = run.path / "calibration.json"
-    cal = json.loads(path.read_text()) if path.is_file() else {}
+    cal = read_calibration(run.path) or {}
     return {"temperature": 1.0, "threshold": None, "positive_label": None, **cal}
 
 

@@ -1,6 +1,7 @@
 """A `Predictor` backed by ONNX Runtime: the run's exported `model.onnx` or `model.int8.onnx`.
 
-Same interface as `slimtext.inference.predictor.Predictor` (`labels`, `predict_proba(texts) -> (N, C)`), so
+Same interface as `slimtext.inference.predictor.Predictor` (`labels`, `predict_logits`, calibrated
+`predict_proba(texts) -> (N, C)`, `predict` with the run's threshold), so
 `slimtext predict`, `evaluate` and the web app take either. An `InferenceSession` may be called
 from several threads at once, hence `thread_safe = True` (the web app then skips its lock).
 Create the files with `slimtext export RUN --onnx [--int8]`; `load_predictor(RUN,
@@ -16,7 +17,7 @@ import numpy as np
 from slimtext.data.batches import EncodedSplit, collate, eval_batches
 from slimtext.data.tokenize import load_tokenizer
 from slimtext.errors import SlimtextError
-from slimtext.inference.base import INT8_FILE, ONNX_FILE, LabelPredictor, softmax
+from slimtext.inference.base import INT8_FILE, ONNX_FILE, LabelPredictor
 from slimtext.rundir import RunDir
 
 
@@ -48,6 +49,7 @@ class OnnxPredictor(LabelPredictor):
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.use_calibration(run.path)
 
     def predict_logits(self, texts: list[str]) -> np.ndarray:
         """Logits (N, C) float32 in the order of `texts` (length-sorted batches, as in eager)."""
@@ -58,6 +60,3 @@ class OnnxPredictor(LabelPredictor):
             feed = {"input_ids": b["input_ids"].numpy(), "attention_mask": b["attention_mask"].numpy()}
             out[idx.numpy()] = self.session.run(["logits"], feed)[0]
         return out
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        return softmax(self.predict_logits(texts))

@@ -7,7 +7,9 @@ Used by `slimtext predict`, `slimtext evaluate` and the web app.
   onnx        ONNX Runtime on run/model.onnx       (`slimtext export RUN --onnx`)
   onnx-int8   ONNX Runtime on run/model.int8.onnx  (`slimtext export RUN --onnx --int8`)
   auto        onnx-int8 if that file exists, else onnx if model.onnx exists, else torch
-Every predictor has `.backend` naming the engine it runs on.
+A TF-IDF baseline run (tfidf.safetensors) loads as a `TfidfPredictor` (backend "tfidf").
+Every predictor has `.backend` naming the engine it runs on, and applies the run's
+calibration.json: `predict_proba` is calibrated, `predict` uses the decision threshold.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import torch
 
 from slimtext.checkpoint import load_model
 from slimtext.data.batches import EncodedSplit
-from slimtext.errors import UnknownNameError
-from slimtext.inference.base import INT8_FILE, ONNX_FILE, LabelPredictor
+from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.inference.base import INT8_FILE, ONNX_FILE, TFIDF_FILE, WEIGHTS_FILE, LabelPredictor
 from slimtext.inference.export import torch_int8
 from slimtext.inference.onnx import OnnxPredictor
+from slimtext.inference.tfidf import TfidfPredictor
 from slimtext.train.loop import predict_logits
 
 BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8", "auto")
@@ -37,9 +40,10 @@ class Predictor(LabelPredictor):
         self.model, self.tokenizer, self.labels, self.name = model.eval(), tokenizer, labels, name
         self.batch_size = batch_size
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_logits(self, texts: list[str]) -> np.ndarray:
+        """Logits (N, C) before calibration, in the order of `texts`."""
         split = EncodedSplit.from_texts(self.tokenizer, texts)
-        return predict_logits(self.model, split, self.batch_size).softmax(-1).numpy()
+        return predict_logits(self.model, split, self.batch_size).numpy()
 
 
 def onnx_folder(run_dir: str | Path, name: str) -> Path | None:
@@ -51,22 +55,30 @@ def onnx_folder(run_dir: str | Path, name: str) -> Path | None:
     return None
 
 
-def load_predictor(run_dir: str | Path, backend: str = "torch"):
-    """A predictor for a finished run (or an export folder) on the chosen backend (see above)."""
+def load_predictor(run_dir: str | Path, backend: str = "torch", batch_size: int = 16):
+    """A predictor for a finished run (or an export folder) on the chosen backend (see above),
+    with the folder's calibration.json applied (temperature, threshold). A TF-IDF baseline run
+    has one engine, `TfidfPredictor` (backend torch or auto)."""
     if backend not in BACKENDS:
         raise UnknownNameError("backend", backend, list(BACKENDS))
+    if (Path(run_dir) / TFIDF_FILE).exists() and not (Path(run_dir) / WEIGHTS_FILE).exists():
+        if backend not in ("torch", "auto"):
+            raise SlimtextError(f"{run_dir} is a TF-IDF run: it has no {backend} backend (use torch or auto)")
+        return TfidfPredictor(run_dir)
     if backend == "auto":
         backend = next((b for b, f in (("onnx-int8", INT8_FILE), ("onnx", ONNX_FILE))
                         if onnx_folder(run_dir, f) is not None), "torch")
     if backend in ("onnx", "onnx-int8"):
         name = INT8_FILE if backend == "onnx-int8" else ONNX_FILE
-        return OnnxPredictor(onnx_folder(run_dir, name) or run_dir, int8=backend == "onnx-int8")
+        return OnnxPredictor(onnx_folder(run_dir, name) or run_dir, int8=backend == "onnx-int8",
+                             batch_size=batch_size)
     model, tokenizer, cfg, labels = load_model(run_dir)
     if backend == "torch-int8":
         model = torch_int8(model)
     # 16 texts per length-sorted batch: 64 random texts then run 2.3x faster than as one padded
     # batch, and a whole split 10% faster than in batches of 64 (minilm-l6, CPU)
-    predictor = Predictor(model, tokenizer, labels, batch_size=16,
+    predictor = Predictor(model, tokenizer, labels, batch_size=batch_size,
                           name=f"{cfg.model.model}/{cfg.model.method} ({Path(run_dir).name})")
     predictor.backend = backend
+    predictor.use_calibration(run_dir)
     return predictor

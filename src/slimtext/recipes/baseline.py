@@ -2,9 +2,12 @@
 (scikit-learn), trained on the same splits as every other run and written as a run directory
 with the same summary keys, so reports compare it like any other method.
 
-It has no epochs, hence no metrics.jsonl. Weights (coefficients, intercept, idf) are saved as
-`tfidf.safetensors`, the vocabulary as `tfidf_vocab.json`; there is no `model.safetensors`, so
-`load_model` and `slimtext serve`'s choice of the best run never take it for a neural classifier.
+It has no epochs, hence no metrics.jsonl. Weights (coefficients, intercept, idf; the analyzer
+settings as metadata) are saved as `tfidf.safetensors`, the vocabulary as `tfidf_vocab.json`;
+there is no `model.safetensors`, so `load_model` never takes it for a neural classifier, and
+`load_predictor` rebuilds it as a `slimtext.inference.tfidf.TfidfPredictor` (no pickle). As
+after neural training, a temperature and (binary tasks) a decision threshold are fitted on dev
+(`calibration.json`, `--threshold-for`).
 
     python -m slimtext.recipes.baseline --data davidson --seed 0 --out runs/tfidf-s0
 
@@ -29,6 +32,10 @@ import typer
 from slimtext.config import RunConfig, with_config_options
 from slimtext.data.registry import load_dataset
 from slimtext.errors import SlimtextError
+from slimtext.inference.base import TFIDF_FILE
+from slimtext.inference.calibration import parse_rule
+from slimtext.inference.tfidf import VOCAB_FILE, tfidf_logits
+from slimtext.recipes.finetune import calibration_summary, write_summary
 from slimtext.rundir import RunDir, atomic_save_safetensors
 from slimtext.train.metrics import PeakMemory, classification_metrics, confusion
 
@@ -75,6 +82,7 @@ def train_baseline(
     run = RunDir(out)
     if run.exists():
         raise SlimtextError(f"{run.path} already holds a run; choose another --out (or delete it)")
+    parse_rule(cfg.train.threshold_for)
     data = load_dataset(cfg.data)
     n_labels = len(data.labels)
     cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
@@ -109,14 +117,16 @@ def train_baseline(
         probs[:, pipe.classes_] = pipe.predict_proba(texts)
         return probs
 
-    evals, conf, ms = {}, {}, {}
+    evals, conf, ms, logits, gold = {}, {}, {}, {}, {}
     for name, examples in data.splits.items():
         if name == "train":
             continue
-        labels = np.array([e.label for e in examples])
+        gold[name] = labels = np.array([e.label for e in examples])
+        texts = [e.text for e in examples]
         t0 = time.perf_counter()
-        probs = full_probs([e.text for e in examples])
+        probs = full_probs(texts)
         ms[name] = (time.perf_counter() - t0) * 1000 / max(1, len(examples))
+        logits[name] = tfidf_logits(pipe.decision_function(texts), pipe.classes_, n_labels)
         evals[name] = {
             "loss": _log_loss(probs, labels),
             **classification_metrics(probs, labels, n_labels),
@@ -127,15 +137,17 @@ def train_baseline(
     vec, clf = pipe.named_steps["tfidfvectorizer"], pipe.named_steps["logisticregression"]
     params = int(clf.coef_.size + clf.intercept_.size)
     atomic_save_safetensors(  # not model.safetensors: that name means "load_model can rebuild it"
-        run.path / "tfidf.safetensors",
+        run.path / TFIDF_FILE,
         {
             "coef": torch.from_numpy(clf.coef_.astype(np.float32)),  # (C or 1, V)
             "intercept": torch.from_numpy(clf.intercept_.astype(np.float32)),
             "idf": torch.from_numpy(vec.idf_.astype(np.float32)),  # (V,)
             "classes": torch.from_numpy(clf.classes_.astype(np.int64)),
         },
+        metadata={"ngram_max": str(tfidf.ngram_max), "lowercase": "true", "sublinear_tf": "true",
+                  "norm": "l2"},  # what slimtext.inference.tfidf rebuilds
     )
-    run.write_json("tfidf_vocab.json", {k: int(v) for k, v in vec.vocabulary_.items()})
+    run.write_json(VOCAB_FILE, {k: int(v) for k, v in vec.vocabulary_.items()})
     summary = {
         "dataset": data.name,
         "model": "tfidf",
@@ -156,13 +168,15 @@ def train_baseline(
         "test_split": test,
         "splits": evals,
         "confusion": conf,
+        **calibration_summary(run, logits["dev"], gold["dev"], logits[test], gold[test], data.labels,
+                              cfg.train.threshold_for),
         "inference_ms_per_example": round(ms[test], 4),
         **_latency_ms(pipe, [e.text for e in data.splits[test]]),
         "vocabulary_size": len(vec.vocabulary_),
         "lora_layers": [],
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
     }
-    run.write_summary(summary)
+    write_summary(run, summary)
     if not quiet:
         t = summary["test"]
         print(
@@ -187,10 +201,11 @@ def main(
     ngram_max: Annotated[int, typer.Option(help="word n-grams from 1 to this")] = 1,
     c: Annotated[float, typer.Option("--C", help="inverse L2 regularisation")] = 16.0,
     class_weight: Annotated[str, typer.Option(help="none or balanced")] = "balanced",
+    threshold_for: Annotated[str, typer.Option(help="binary tasks: the decision threshold chosen on dev, by macro_f1 or precision=P")] = "macro_f1",
     quiet: bool = False,
 ):
     """Train the TF-IDF + logistic-regression baseline into a run directory."""
-    cfg.train.seed = seed
+    cfg.train.seed, cfg.train.threshold_for = seed, threshold_for
     weight = None if class_weight.lower() == "none" else class_weight
     tfidf = TfidfConfig(max_features=max_features, ngram_max=ngram_max, C=c, class_weight=weight)
     train_baseline(

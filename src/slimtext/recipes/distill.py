@@ -45,10 +45,11 @@ from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.models.factory import RNN_MODELS, apply_method
 from slimtext.models.students import layer_student, parse_student_layers, require_encoder
 from slimtext.recipes import finetune
+from slimtext.recipes.finetune import check_training_options
 from slimtext.recipes.teacher_cache import hf_teacher_run, is_hf_teacher, teacher_logits
 from slimtext.rundir import RunDir
 from slimtext.train.loop import resolve_device, seed_everything
-from slimtext.train.losses import KDLoss, check_kd
+from slimtext.train.losses import KDLoss, check_kd, class_weights
 
 STUDENTS = ("layers", *RNN_MODELS)
 # Data fields that decide which examples land in which split: a student must share the teacher's.
@@ -125,6 +126,7 @@ def distill(
             "Hugging Face classifier folder (hf:PATH_OR_NAME)"
         )
     check_kd(cfg.distill.kd_alpha, cfg.distill.temperature)
+    check_training_options(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
@@ -179,7 +181,8 @@ def distill(
         prepared = finetune.prepare(cfg, saved_tokenizer=saved_tokenizer)
         if prepared.data.split_ids()["train"] != [e.id for e in data.splits["train"]]:
             raise SlimtextError("the train split changed between two loads of the dataset")
-    loss = KDLoss(t["logits"], cfg.distill.kd_alpha, cfg.distill.temperature)
+    weight = class_weights(prepared.splits["train"].labels, len(data.labels), cfg.train.class_weight)
+    loss = KDLoss(t["logits"], cfg.distill.kd_alpha, cfg.distill.temperature, weight=weight)
     extra = {
         "teacher": cfg.distill.teacher,
         "teacher_model": teacher_cfg.model.model,

@@ -20,12 +20,21 @@ from slimtext.config import RunConfig
 from slimtext.data.batches import EncodedSplit, collate
 from slimtext.data.registry import TextDataset, load_dataset
 from slimtext.errors import SlimtextError
+from slimtext.inference.base import decide
+from slimtext.inference.calibration import (
+    calibrate,
+    parse_rule,
+    save_calibration,
+    scaled_softmax,
+)
 from slimtext.models import format_param_report, param_report
 from slimtext.models.factory import apply_method, build_classifier, build_tokenizer
 from slimtext.rundir import RunDir, load_safetensors
 from slimtext.train import ddp, head_cache
-from slimtext.train.loop import evaluate, fit, resolve_device, seed_everything
-from slimtext.train.metrics import confusion
+from slimtext.train.degenerate import degenerate_warnings
+from slimtext.train.loop import fit, logit_metrics, predict_logits, resolve_device, seed_everything
+from slimtext.train.losses import class_weights
+from slimtext.train.metrics import classification_metrics, confusion
 
 
 @dataclass
@@ -77,6 +86,12 @@ def machine() -> dict:
             "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
 
 
+def check_training_options(cfg: RunConfig) -> None:
+    """Options checked before any work: --class-weight and --threshold-for."""
+    class_weights(torch.zeros(0), 2, cfg.train.class_weight)
+    parse_rule(cfg.train.threshold_for)
+
+
 def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: bool = False,
           loss_fn=None, prepared: Prepared | None = None, extra_summary: dict | None = None) -> dict:
     run = RunDir(out or default_out(cfg))
@@ -86,6 +101,7 @@ def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: 
         raise SlimtextError(f"{run.path} already holds a finished run; choose another --out")
     elif run.exists():
         raise SlimtextError(f"{run.path} holds an unfinished run; continue it with --resume {run.path}")
+    check_training_options(cfg)
     ddp.barrier()  # every rank has checked the run directory before rank 0 creates it
     p = prepared or prepare(cfg, saved_tokenizer=run.path / "tokenizer" if resume else None)
     report = param_report(p.model)
@@ -120,22 +136,27 @@ def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: 
 
 
 def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict, extra: dict | None = None) -> dict:
-    """Reload the best epoch, evaluate dev and test splits, time inference, write summary.json."""
+    """Reload the best epoch, evaluate dev and test splits, calibrate on dev (temperature and,
+    for binary tasks, a decision threshold: calibration.json), time inference, write summary.json."""
     device = resolve_device(cfg.train.device)
     load_weights(p.model, load_safetensors(run.weights_path), cfg.model.method)
     p.model.to(device)
     n_labels = len(p.data.labels)
-    evals, conf = {}, {}
+    evals, conf, logits = {}, {}, {}
     t_eval = {}
     for name, split in p.splits.items():
         if name == "train":
             continue
         t0 = time.perf_counter()
-        evals[name], probs = evaluate(p.model, split, n_labels, cfg.train.eval_batch_size, device)
+        logits[name] = predict_logits(p.model, split, cfg.train.eval_batch_size, device)
+        evals[name], probs = logit_metrics(logits[name], split.labels, n_labels)
         t_eval[name] = (time.perf_counter() - t0) * 1000 / max(1, len(split))
         conf[name] = confusion(probs, split.labels.numpy(), n_labels)
     test = "test" if "test" in evals else "dev"
     rows = run.read_metrics()
+    labels = {k: p.splits[k].labels.numpy() for k in logits}
+    calibration = calibration_summary(run, logits["dev"].numpy(), labels["dev"], logits[test].numpy(),
+                                      labels[test], p.data.labels, cfg.train.threshold_for)
     summary = {
         "dataset": p.data.name, "model": cfg.model.model, "method": cfg.model.method, "labels": p.data.labels,
         "seed": cfg.train.seed, **result, **report,
@@ -143,11 +164,41 @@ def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict,
         "dev": evals.get("dev"), "test": evals.get(test), "test_split": test,
         "test_source": p.data.test_source if test == "test" else "dev (no test split)",
         "splits": {k: v for k, v in evals.items()}, "confusion": conf,
+        **calibration,
         "inference_ms_per_example": round(t_eval[test], 4),
         **latency_ms(p.model, p.splits[test], device),
         "lora_layers": p.lora_layers, "machine": machine(),
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
         **(extra or {}),
     }
+    return write_summary(run, summary)
+
+
+def calibration_summary(run: RunDir, dev_logits: np.ndarray, dev_labels: np.ndarray, test_logits: np.ndarray,
+                        test_labels: np.ndarray, label_names: list[str], rule: str) -> dict:
+    """Fit the temperature and threshold on dev, write calibration.json, and return the summary
+    keys: `calibration` (its content) and, for binary tasks with a threshold, `test_at_threshold`
+    (test metrics and confusion with the threshold applied to the calibrated probabilities)."""
+    cal = calibrate(dev_logits, dev_labels, test_logits, test_labels, label_names, rule)
+    save_calibration(run.path, cal)
+    out = {"calibration": cal}
+    if cal["threshold"] is not None:
+        probs = scaled_softmax(test_logits, cal["temperature"])  # (N, C) calibrated
+        pred = decide(probs, cal["threshold"])
+        n = len(label_names)
+        out["test_at_threshold"] = {"threshold": cal["threshold"],
+                                    **classification_metrics(probs, test_labels, n, pred=pred),
+                                    "confusion": confusion(probs, test_labels, n, pred=pred)}
+    return out
+
+
+def write_summary(run: RunDir, summary: dict) -> dict:
+    """Add `warnings` (a constant or near-chance model; calibration trouble), print each as a
+    `warning:` line on stderr, and write summary.json."""
+    summary["warnings"] = degenerate_warnings(summary)
+    if summary.get("calibration", {}).get("warning"):
+        summary["warnings"].append(summary["calibration"]["warning"])
+    for w in summary["warnings"]:
+        print(f"warning: {run.path.name}: {w}", file=sys.stderr)
     run.write_summary(summary)
     return summary

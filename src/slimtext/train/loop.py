@@ -34,7 +34,7 @@ from slimtext.rundir import (
     load_safetensors,
 )
 from slimtext.train import ddp
-from slimtext.train.losses import CrossEntropy
+from slimtext.train.losses import CrossEntropy, class_weights
 from slimtext.train.metrics import PeakMemory, classification_metrics
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -60,6 +60,8 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto (cuda if present), cpu or cuda"})
     threads: int = field(default=0, metadata={"help": "torch intra-op threads (0: torch's default, one per physical core)"})
     precision: str = field(default="fp32", metadata={"help": "fp32, or bf16: bfloat16 autocast for the training forward pass (weights, gradients, optimizer and evaluation stay fp32)"})
+    class_weight: str = field(default="none", metadata={"help": "none, or balanced: weight the cross-entropy by inverse class frequency in the train split"})
+    threshold_for: str = field(default="macro_f1", metadata={"help": "binary tasks: the decision threshold chosen on dev after training, by macro_f1 (the best dev macro-F1) or precision=P (the lowest threshold reaching dev precision P for the positive label)"})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -147,12 +149,18 @@ def predict_logits(model: torch.nn.Module, split: EncodedSplit, batch_size: int 
     return map_batches(model, model, split, batch_size, device).cpu()
 
 
+def logit_metrics(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> tuple[dict, np.ndarray]:
+    """Metrics (loss, accuracy, macro-F1, MCC, ROC-AUC; argmax decisions) of logits (N, C) and
+    their probabilities (N, C)."""
+    logits = torch.as_tensor(logits).float()
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    probs = logits.softmax(-1).numpy()
+    return {"loss": loss, **classification_metrics(probs, labels.numpy(), num_labels)}, probs
+
+
 def evaluate(model, split: EncodedSplit, num_labels: int, batch_size: int = 128, device="cpu") -> tuple[dict, np.ndarray]:
     """Metrics (loss, accuracy, macro-F1, MCC, ROC-AUC) and probabilities (N, C)."""
-    logits = predict_logits(model, split, batch_size, device)
-    loss = torch.nn.functional.cross_entropy(logits, split.labels).item()
-    probs = logits.softmax(-1).numpy()
-    return {"loss": loss, **classification_metrics(probs, split.labels.numpy(), num_labels)}, probs
+    return logit_metrics(predict_logits(model, split, batch_size, device), split.labels, num_labels)
 
 
 def train_step(net: torch.nn.Module, batch: dict, loss_fn: Callable, opt, sched, cfg: TrainConfig,
@@ -189,7 +197,8 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
         raise SlimtextError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
     device = resolve_device(cfg.device)
     model.to(device)
-    loss_fn = (loss_fn or CrossEntropy()).to(device)
+    weight = class_weights(train.labels, num_labels, cfg.class_weight)  # an unknown mode fails here
+    loss_fn = (loss_fn or CrossEntropy(weight)).to(device)
     net = model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None

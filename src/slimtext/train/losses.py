@@ -7,12 +7,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimtext.errors import SlimtextError
+from slimtext.errors import SlimtextError, UnknownNameError
+
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def class_weights(labels: torch.Tensor, num_labels: int, mode: str = "none") -> torch.Tensor | None:
+    """Per-class weights for the cross-entropy from the train split's labels (N,): `none` gives
+    None (every example counts once); `balanced` gives N / (C * n_c), inverse to each class's
+    frequency (scikit-learn's `class_weight="balanced"`), so every class weighs the same in total.
+    A class absent from train gets weight 0 (no example of it is ever weighted)."""
+    if mode not in CLASS_WEIGHTS:
+        raise UnknownNameError("class_weight", mode, list(CLASS_WEIGHTS))
+    if mode == "none":
+        return None
+    counts = torch.bincount(labels.long(), minlength=num_labels).double()  # (C,)
+    w = torch.where(counts > 0, len(labels) / (num_labels * counts.clamp(min=1)), 0.0)
+    return w.float()
 
 
 class CrossEntropy(nn.Module):
+    """Cross-entropy on the batch's labels, optionally with per-class weights (`class_weights`);
+    with weights the mean is over the weights of the batch's targets (PyTorch's convention)."""
+
+    def __init__(self, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("weight", weight, persistent=False)
+
     def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(logits, batch["labels"])
+        return F.cross_entropy(logits, batch["labels"], weight=self.weight)
 
 
 class KDLoss(nn.Module):
@@ -29,14 +52,16 @@ class KDLoss(nn.Module):
     `index` picks its rows, so the teacher never runs during student training.
     """
 
-    def __init__(self, teacher_logits: torch.Tensor, alpha: float = 0.5, temperature: float = 2.0):
+    def __init__(self, teacher_logits: torch.Tensor, alpha: float = 0.5, temperature: float = 2.0,
+                 weight: torch.Tensor | None = None):
         super().__init__()
         check_kd(alpha, temperature)
         self.register_buffer("teacher_logits", teacher_logits.float(), persistent=False)
+        self.register_buffer("weight", weight, persistent=False)  # class weights of the CE term
         self.alpha, self.T = alpha, temperature
 
     def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        ce = F.cross_entropy(logits, batch["labels"])
+        ce = F.cross_entropy(logits, batch["labels"], weight=self.weight)
         if self.alpha == 0.0:
             return ce
         t = self.teacher_logits[batch["index"].to(self.teacher_logits.device)].to(logits.device)

@@ -17,10 +17,12 @@ from sklearn.metrics import (
 )
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
-    """probs (N, C) rows summing to 1; labels (N,). ROC-AUC: binary on class 1's probability,
-    multi-class one-vs-rest macro; None when a class is missing from `labels`."""
-    pred = probs.argmax(1)
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_labels: int,
+                           pred: np.ndarray | None = None) -> dict:
+    """probs (N, C) rows summing to 1; labels (N,); `pred` (N,) the predicted labels (default
+    argmax). ROC-AUC: binary on class 1's probability, multi-class one-vs-rest macro; None when a
+    class is missing from `labels`."""
+    pred = probs.argmax(1) if pred is None else pred
     out = {
         "accuracy": float(accuracy_score(labels, pred)),
         "macro_f1": float(f1_score(labels, pred, average="macro", labels=list(range(num_labels)), zero_division=0)),
@@ -35,8 +37,11 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_labels: in
     return out
 
 
-def confusion(probs: np.ndarray, labels: np.ndarray, num_labels: int) -> list[list[int]]:
-    return confusion_matrix(labels, probs.argmax(1), labels=list(range(num_labels))).tolist()
+def confusion(probs: np.ndarray, labels: np.ndarray, num_labels: int,
+              pred: np.ndarray | None = None) -> list[list[int]]:
+    """Rows: true label, columns: predicted (default argmax)."""
+    pred = probs.argmax(1) if pred is None else pred
+    return confusion_matrix(labels, pred, labels=list(range(num_labels))).tolist()
 
 
 def _rss_bytes() -> int:

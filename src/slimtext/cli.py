@@ -45,6 +45,10 @@ def data_show(name: str, data_dir: str | None = None, examples: int = 3):
     for split, ex in ds.splits.items():
         counts = Counter(ds.labels[e.label] for e in ex)
         typer.echo(f"  {split:9s} {len(ex):6d}  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+        for source in ds.sources:  # a union: the same counts per source
+            counts = Counter(ds.labels[e.label] for e in ex if e.source == source)
+            typer.echo(f"    {source:20s} {sum(counts.values()):6d}  "
+                       + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     for e in ds.splits["train"][:examples]:
         typer.echo(f"  [{ds.labels[e.label]}] {e.text[:100]!r}")
     for note in ds.notes:
@@ -121,25 +125,20 @@ def print_summary(s: dict) -> None:
 
 
 @app.command("evaluate")
-def evaluate_cmd(run: Path, split: Annotated[str, typer.Option(help="train, dev, test or test_ood")] = "test",
-                 data_dir: str | None = None):
-    """Evaluate a finished run on a split of its dataset (the run's own split ids)."""
-    from slimtext.data.registry import load_dataset  # noqa: PLC0415
-    from slimtext.inference.predictor import load_model  # noqa: PLC0415
-    from slimtext.recipes.finetune import encode_splits  # noqa: PLC0415
-    from slimtext.train.loop import evaluate  # noqa: PLC0415
+def evaluate_cmd(run: Path,
+                 split: Annotated[str | None, typer.Option(help="train, dev, test, test_ood or all (default: test; all rows of a --data file)")] = None,
+                 data: Annotated[str | None, typer.Option(help="evaluate on this dataset or file instead of the run's own (labels mapped by name, the toxic view, or 0/1)")] = None,
+                 text_col: Annotated[str, typer.Option(help="text column of a --data file")] = "text",
+                 label_col: Annotated[str, typer.Option(help="label column of a --data file")] = "label",
+                 data_dir: str | None = None, backend: BackendOpt = "torch"):
+    """Evaluate a finished run on a split of its own dataset (the run's split ids) or, with
+    --data, of another dataset (cross-dataset evaluation); prints JSON."""
+    from slimtext.data.registry import DataConfig  # noqa: PLC0415
+    from slimtext.recipes.evaluation import evaluate_run  # noqa: PLC0415
 
-    model, tok, cfg, labels = load_model(run)
-    if data_dir:
-        cfg.data.data_dir = data_dir
-    ds = load_dataset(cfg.data)
-    if split not in ds.splits:
-        from slimtext.errors import UnknownNameError  # noqa: PLC0415
-
-        raise UnknownNameError("split", split, list(ds.splits))
-    ds.splits = {split: ds.splits[split]}
-    metrics, _ = evaluate(model, encode_splits(ds, tok)[split], len(labels))
-    typer.echo(json.dumps({"split": split, "n": len(ds.splits[split]), **metrics}, indent=2))
+    cfg = DataConfig(data=data, data_dir=data_dir, text_col=text_col, label_col=label_col) if data else None
+    result = evaluate_run(run, cfg, split, backend=backend, data_dir=data_dir)
+    typer.echo(json.dumps(result, indent=2))
 
 
 @app.command("predict")
@@ -179,15 +178,17 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
               data_dir: str | None = None,
               threads: Annotated[int, typer.Option(help="torch threads per run (0: torch's default)")] = 0,
               set_: Annotated[list[str] | None, typer.Option("--set", help="override a preset field, key=value (e.g. epochs=1, max_examples=4000); repeatable")] = None,
+              cross: Annotated[str | None, typer.Option(help="afterwards, evaluate every run on these datasets' test splits (comma-separated; A+B is a union): cross.json and a train-on x test-on matrix in the report")] = None,
               quiet: bool = False):
     """Run the whole comparison (teacher, odd and even layer students, LoRA student, LSTM,
     DistilRNN, TF-IDF baseline) over several seeds, then write report.md and report.html.
     Rerunning it after an interruption skips finished runs and resumes unfinished ones."""
+    from slimtext.experiments.cross import parse_cross  # noqa: PLC0415
     from slimtext.experiments.study import run_study  # noqa: PLC0415
 
     seed_list = [int(x) for x in seeds.split(",")] if seeds else None
     md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=quiet, threads=threads,
-                   overrides=set_)
+                   overrides=set_, cross=parse_cross(cross))
     typer.echo(f"report: {md}\nreport: {md.with_suffix('.html')}")
 
 
@@ -210,11 +211,18 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
 def report_cmd(runs: Annotated[list[Path], typer.Argument(help="run directories, or study/sweep folders")],
                out: Annotated[Path, typer.Option(help="folder for report.md and report.html")] = Path("runs/report"),
                title: str | None = None,
-               metric: Annotated[str, typer.Option(help="metric the discussion and best-run mark use")] = "macro_f1"):
-    """Write report.md and a self-contained report.html from run directories only."""
+               metric: Annotated[str, typer.Option(help="metric the discussion and best-run mark use")] = "macro_f1",
+               cross: Annotated[str | None, typer.Option(help="first evaluate the runs on these datasets' test splits (comma-separated), for the train-on x test-on matrix")] = None,
+               data_dir: str | None = None):
+    """Write report.md and a self-contained report.html from run directories only (with the
+    cross-dataset matrix when the runs hold cross.json)."""
+    from slimtext.experiments.cross import cross_evaluate, parse_cross  # noqa: PLC0415
     from slimtext.experiments.report import collect_run_dirs, write_report  # noqa: PLC0415
 
-    md, html = write_report(collect_run_dirs(runs), out, title=title, metric=metric)
+    dirs = collect_run_dirs(runs)
+    if cross:
+        cross_evaluate(dirs, parse_cross(cross), out, data_dir)
+    md, html = write_report(dirs, out, title=title, metric=metric)
     typer.echo(f"report: {md}\nreport: {html}")
 
 

@@ -339,12 +339,16 @@ def run_study(
     threads: int = 0,
     runner: Runner | None = None,
     overrides: list[str] | None = None,
+    cross: list[str] | None = None,
 ) -> Path:
     """Run (or complete) a study and write its report; returns the path of report.md.
 
     seeds: default the preset's. threads: torch threads per run (0: torch's default).
     runner: how a command runs (tests inject a fake); default a subprocess per run.
-    overrides: `key=value` changes to the preset's fields, recorded in study.json."""
+    overrides: `key=value` changes to the preset's fields, recorded in study.json.
+    cross: datasets to evaluate every finished run on afterwards (test splits; `cross.json` and
+    the report's train-on x test-on matrix, see experiments/cross.py); checked before any run."""
+    from slimtext.experiments.cross import check_cross, cross_evaluate  # noqa: PLC0415
     from slimtext.experiments.report import write_report  # noqa: PLC0415
 
     p = preset_with(preset, overrides)
@@ -361,9 +365,14 @@ def run_study(
         "seeds": list(seeds),
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(p).items()},
     }
+    if cross:
+        check_cross(data, cross, data_dir)
+        header["cross"] = list(cross)
     write_plan(out / "study.json", header, runs, ("preset", "data", "settings"))
     status = execute(runs, out, runner, quiet)
     dirs = [out / r.name for r in runs if (out / r.name).is_dir()]
+    if cross:
+        cross_evaluate(dirs, list(cross), out, data_dir, quiet=quiet)
     md, html = write_report(
         dirs, out, title=f"slimtext study: {data}, preset {preset}{''.join(f', {o}' for o in overrides or [])}",
         sweep=False,

@@ -29,6 +29,7 @@ import typer
 from slimtext.config import RunConfig, with_config_options
 from slimtext.data.registry import load_dataset
 from slimtext.errors import SlimtextError
+from slimtext.recipes.evaluation import test_by_source
 from slimtext.rundir import RunDir, atomic_save_safetensors
 from slimtext.train.metrics import PeakMemory, classification_metrics, confusion
 
@@ -109,7 +110,7 @@ def train_baseline(
         probs[:, pipe.classes_] = pipe.predict_proba(texts)
         return probs
 
-    evals, conf, ms = {}, {}, {}
+    evals, conf, ms, probs_of = {}, {}, {}, {}
     for name, examples in data.splits.items():
         if name == "train":
             continue
@@ -121,7 +122,7 @@ def train_baseline(
             "loss": _log_loss(probs, labels),
             **classification_metrics(probs, labels, n_labels),
         }
-        conf[name] = confusion(probs, labels, n_labels)
+        conf[name], probs_of[name] = confusion(probs, labels, n_labels), probs
     test = "test" if "test" in evals else "dev"
 
     vec, clf = pipe.named_steps["tfidfvectorizer"], pipe.named_steps["logisticregression"]
@@ -156,6 +157,7 @@ def train_baseline(
         "test_split": test,
         "splits": evals,
         "confusion": conf,
+        **test_by_source(data, test, probs_of[test]),
         "inference_ms_per_example": round(ms[test], 4),
         **_latency_ms(pipe, [e.text for e in data.splits[test]]),
         "vocabulary_size": len(vec.vocabulary_),

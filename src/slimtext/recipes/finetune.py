@@ -22,6 +22,7 @@ from slimtext.data.registry import TextDataset, load_dataset
 from slimtext.errors import SlimtextError
 from slimtext.models import format_param_report, param_report
 from slimtext.models.factory import apply_method, build_classifier, build_tokenizer
+from slimtext.recipes.evaluation import test_by_source
 from slimtext.rundir import RunDir, load_safetensors
 from slimtext.train import ddp, head_cache
 from slimtext.train.loop import evaluate, fit, resolve_device, seed_everything
@@ -125,7 +126,7 @@ def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict,
     load_weights(p.model, load_safetensors(run.weights_path), cfg.model.method)
     p.model.to(device)
     n_labels = len(p.data.labels)
-    evals, conf = {}, {}
+    evals, conf, probs_of = {}, {}, {}
     t_eval = {}
     for name, split in p.splits.items():
         if name == "train":
@@ -133,7 +134,7 @@ def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict,
         t0 = time.perf_counter()
         evals[name], probs = evaluate(p.model, split, n_labels, cfg.train.eval_batch_size, device)
         t_eval[name] = (time.perf_counter() - t0) * 1000 / max(1, len(split))
-        conf[name] = confusion(probs, split.labels.numpy(), n_labels)
+        conf[name], probs_of[name] = confusion(probs, split.labels.numpy(), n_labels), probs
     test = "test" if "test" in evals else "dev"
     rows = run.read_metrics()
     summary = {
@@ -143,6 +144,7 @@ def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict,
         "dev": evals.get("dev"), "test": evals.get(test), "test_split": test,
         "test_source": p.data.test_source if test == "test" else "dev (no test split)",
         "splits": {k: v for k, v in evals.items()}, "confusion": conf,
+        **test_by_source(p.data, test, probs_of[test]),
         "inference_ms_per_example": round(t_eval[test], 4),
         **latency_ms(p.model, p.splits[test], device),
         "lora_layers": p.lora_layers, "machine": machine(),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_runs import write_run
 
+from fake_runs import write_run
 from slimtext.config import RunConfig
 from slimtext.data.registry import DataConfig, load_dataset
 from slimtext.data.union import view_index

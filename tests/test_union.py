@@ -234,3 +234,34 @@ def test_cross_evaluate_writes_run_and_study_files_and_skips_done_work(tmp_path)
     before = (tmp_path / "lstm-s0" / "cross.json").stat().st_mtime_ns
     cross_evaluate(dirs[:1], [str(a)], tmp_path, quiet=True)  # nothing left to do for this run
     assert (tmp_path / "lstm-s0" / "cross.json").stat().st_mtime_ns == before
+
+
+def test_threshold_metrics_follow_the_predictors_threshold():
+    from slimtext.recipes.evaluation import at_threshold
+
+    probs = np.array([[0.7, 0.3], [0.4, 0.6], [0.9, 0.1], [0.2, 0.8]])  # (N, 2)
+    labels = np.array([1, 1, 0, 1])
+    assert at_threshold(probs, labels, 1, 0.5)["accuracy"] == 0.75
+    assert at_threshold(probs, labels, 1, 0.25)["accuracy"] == 1.0  # 0.3 now counts as positive
+    assert at_threshold(probs, labels, 0, 0.95)["accuracy"] == 0.75  # positive is index 0: none reach 0.95
+
+
+# --- the study option
+
+
+def test_study_cross_option_is_checked_first_and_writes_cross_json(tmp_path, tiny_csv):
+    from test_study import FakeRunner
+
+    from slimtext.experiments.study import run_study
+
+    a = write_toxic_csv(tmp_path / "a.csv")
+    b = write_toxic_csv(tmp_path / "b.csv", ("not offensive", "offensive"))
+    runner = FakeRunner()
+    with pytest.raises(SlimtextError, match=r"\['neg', 'pos'\]"):
+        run_study(data=str(a), seeds=(0,), out=tmp_path / "bad", runner=runner, quiet=True, cross=[str(tiny_csv)])
+    assert runner.calls == []  # refused before any run
+    run_study(data=str(a), seeds=(0,), out=tmp_path / "s", runner=runner, quiet=True, cross=[str(b)])
+    assert json.loads((tmp_path / "s" / "study.json").read_text())["cross"] == [str(b)]
+    cross = json.loads((tmp_path / "s" / "cross.json").read_text())
+    # fake runs hold no weights: listed as skipped, no matrix
+    assert cross["datasets"] == [str(b)] and set(cross["skipped"]) == set(runner.names()) and cross["matrix"] is None

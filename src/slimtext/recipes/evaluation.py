@@ -108,8 +108,9 @@ def evaluate_run(run: str | Path, data: DataConfig | None = None, split: str | N
 
     split: default `test`, `all` for a user file. data_dir: where the data files are. `dataset` / `predictor`: already loaded ones
     (the cross-dataset matrix loads each once). Returns {"run", "dataset", "split", "n",
-    "labels", "label_mapping", "loss", "accuracy", "macro_f1", "mcc", "roc_auc"}, plus
-    "by_source" when the dataset is a union."""
+    "labels", "label_mapping", "loss", "accuracy", "macro_f1", "mcc", "roc_auc"} (argmax), plus
+    "at_threshold" for a binary run whose predictor has a decision threshold (calibration.json)
+    and "by_source" when the dataset is a union."""
     from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
 
     rd = RunDir(run)
@@ -135,6 +136,18 @@ def evaluate_run(run: str | Path, data: DataConfig | None = None, split: str | N
     labels = np.array([e.label for e in mapped])
     out = {"run": str(run), "dataset": ds.name, "split": split, "n": len(examples), "labels": mapping.labels,
            "label_mapping": mapping.how, **_metrics(probs, labels, len(mapping.labels))}
+    threshold = getattr(predictor, "threshold", None)  # a calibrated binary run's decision threshold
+    if threshold is not None and len(run_labels) == 2 and len(mapping.labels) == 2:
+        out["at_threshold"] = at_threshold(probs, labels, mapping.from_run[1], threshold)
     if ds.sources:
         out["by_source"] = metrics_by_source(mapped, probs, len(mapping.labels))
     return out
+
+
+def at_threshold(probs: np.ndarray, labels: np.ndarray, positive: int, threshold: float) -> dict:
+    """Binary metrics when the positive class is predicted at P(positive) >= threshold, probs (N, 2)
+    (ROC-AUC does not depend on a threshold: see the argmax metrics)."""
+    pred = np.where(probs[:, positive] >= threshold, positive, 1 - positive)  # (N,)
+    onehot = np.eye(2)[pred]  # (N, 2)
+    m = classification_metrics(onehot, labels, 2)
+    return {"threshold": float(threshold), **{k: v for k, v in m.items() if k != "roc_auc"}}

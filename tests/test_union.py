@@ -250,9 +250,8 @@ def test_threshold_metrics_follow_the_predictors_threshold():
 
 
 def test_study_cross_option_is_checked_first_and_writes_cross_json(tmp_path, tiny_csv):
-    from test_study import FakeRunner
-
     from slimtext.experiments.study import run_study
+    from test_study import FakeRunner
 
     a = write_toxic_csv(tmp_path / "a.csv")
     b = write_toxic_csv(tmp_path / "b.csv", ("not offensive", "offensive"))

@@ -110,8 +110,3 @@ def combine(name: str, parts: list):
     return dataclasses.replace(
         first, name=name, labels=labels, splits={k: splits[k] for k in order if k in splits}, notes=notes,
         test_source="; ".join(f"{p.name}: {p.test_source}" for p in parts), sources=[p.name for p in parts])
-
-
-def source_counts(examples) -> dict[str, int]:
-    """Examples per source, in order of first appearance."""
-    return dict(Counter(e.source for e in examples))

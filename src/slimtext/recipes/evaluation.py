@@ -106,8 +106,8 @@ def evaluate_run(run: str | Path, data: DataConfig | None = None, split: str | N
                  predictor=None) -> dict:
     """Metrics of a finished run on a split of its own dataset (`data` None) or of another one.
 
-    split: default `test`, `all` for a user file. data_dir: where the data files are. `dataset` / `predictor`: already loaded ones
-    (the cross-dataset matrix loads each once). Returns {"run", "dataset", "split", "n",
+    split: default `test`, `all` for a user file. data_dir: where the data files are.
+    `dataset` / `predictor`: already loaded ones (the cross-dataset matrix loads each once). Returns {"run", "dataset", "split", "n",
     "labels", "label_mapping", "loss", "accuracy", "macro_f1", "mcc", "roc_auc"} (argmax), plus
     "at_threshold" for a binary run whose predictor has a decision threshold (calibration.json)
     and "by_source" when the dataset is a union."""

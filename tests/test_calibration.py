@@ -23,7 +23,7 @@ from slimtext.inference.calibration import (
     reliability,
     scaled_softmax,
 )
-from slimtext.inference.evaluate import evaluate_run
+from slimtext.recipes.evaluation import evaluate_run
 from slimtext.inference.predictor import load_predictor
 from slimtext.recipes.baseline import train_baseline
 from slimtext.recipes.finetune import train, write_summary

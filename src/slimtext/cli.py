@@ -137,21 +137,32 @@ ThresholdOpt = Annotated[float | None, typer.Option(help="binary tasks: predict 
 
 
 @app.command("evaluate")
-def evaluate_cmd(run: Path, split: Annotated[str, typer.Option(help="train, dev, test or test_ood")] = "test",
+def evaluate_cmd(run: Path,
+                 split: Annotated[str | None, typer.Option(help="train, dev, test, test_ood or all (default: test; all rows of a --data file)")] = None,
+                 data: Annotated[str | None, typer.Option(help="evaluate on this dataset or file instead of the run's own (labels mapped by name, the toxic view, or 0/1)")] = None,
+                 text_col: Annotated[str, typer.Option(help="text column of a --data file")] = "text",
+                 label_col: Annotated[str, typer.Option(help="label column of a --data file")] = "label",
                  data_dir: str | None = None, backend: BackendOpt = "torch", threshold: ThresholdOpt = None):
-    """Evaluate a finished run on a split of its dataset (the run's own split ids): the argmax
-    metrics, calibrated ECE/Brier/NLL, and the metrics at the decision threshold."""
-    from slimtext.inference.evaluate import evaluate_run  # noqa: PLC0415
+    """Evaluate a finished run on its own test split or on another dataset.
 
-    result = evaluate_run(run, split, backend=backend, threshold=threshold, data_dir=data_dir)
+    Its own dataset uses the run's split ids; --data evaluates on another dataset or file
+    (cross-dataset evaluation, labels mapped). Prints JSON: the argmax metrics, calibrated
+    ECE/Brier/NLL and the metrics at the decision threshold."""
+    from slimtext.data.registry import DataConfig  # noqa: PLC0415
+    from slimtext.recipes.evaluation import evaluate_run  # noqa: PLC0415
+
+    cfg = DataConfig(data=data, data_dir=data_dir, text_col=text_col, label_col=label_col) if data else None
+    result = evaluate_run(run, cfg, split, backend=backend, data_dir=data_dir, threshold=threshold)
     typer.echo(json.dumps(result, indent=2))
 
 
 @app.command("predict")
 def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="texts to classify ('-' reads lines from stdin)")],
                 backend: BackendOpt = "torch", threshold: ThresholdOpt = None):
-    """Classify texts with a finished run; prints the label, its calibrated probability, the text
-    and every label's calibrated probability."""
+    """Classify texts with a finished run.
+
+    Prints the label, its calibrated probability, the text and every label's calibrated
+    probability."""
     from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
 
     if texts == ["-"]:
@@ -197,19 +208,21 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
               data_dir: str | None = None,
               threads: Annotated[int, typer.Option(help="torch threads per run (0: torch's default)")] = 0,
               set_: Annotated[list[str] | None, typer.Option("--set", help="override a preset field, key=value (e.g. epochs=1, max_examples=4000); repeatable")] = None,
+              cross: Annotated[str | None, typer.Option(help="afterwards, evaluate every run on these datasets' test splits (comma-separated; A+B is a union): cross.json and a train-on x test-on matrix in the report")] = None,
               quiet: bool = False):
     """Run the whole comparison of teacher, students and baselines, then write a report.
 
     Teacher, odd and even layer students, LoRA student, LSTM, DistilRNN and TF-IDF baseline,
     over several seeds, then report.md and report.html.
     Rerunning it after an interruption skips finished runs and resumes unfinished ones."""
+    from slimtext.experiments.cross import parse_cross  # noqa: PLC0415
     from slimtext.experiments.study import run_study  # noqa: PLC0415
 
     seed_list = [int(x) for x in seeds.split(",")] if seeds else None
     from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
     md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=is_quiet(quiet), threads=threads,
-                   overrides=set_)
+                   overrides=set_, cross=parse_cross(cross))
     typer.echo(f"report: {md}\nreport: {md.with_suffix('.html')}")
 
 
@@ -234,11 +247,19 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
 def report_cmd(runs: Annotated[list[Path], typer.Argument(help="run directories, or study/sweep folders")],
                out: Annotated[Path, typer.Option(help="folder for report.md and report.html")] = Path("runs/report"),
                title: str | None = None,
-               metric: Annotated[str, typer.Option(help="metric the discussion and best-run mark use")] = "macro_f1"):
-    """Write report.md and a self-contained report.html from run directories only."""
+               metric: Annotated[str, typer.Option(help="metric the discussion and best-run mark use")] = "macro_f1",
+               cross: Annotated[str | None, typer.Option(help="first evaluate the runs on these datasets' test splits (comma-separated), for the train-on x test-on matrix")] = None,
+               data_dir: str | None = None):
+    """Write report.md and a self-contained report.html from run directories only.
+
+    With the cross-dataset matrix when the runs hold cross.json (or --cross asks for it)."""
+    from slimtext.experiments.cross import cross_evaluate, parse_cross  # noqa: PLC0415
     from slimtext.experiments.report import collect_run_dirs, write_report  # noqa: PLC0415
 
-    md, html = write_report(collect_run_dirs(runs), out, title=title, metric=metric)
+    dirs = collect_run_dirs(runs)
+    if cross:
+        cross_evaluate(dirs, parse_cross(cross), out, data_dir)
+    md, html = write_report(dirs, out, title=title, metric=metric)
     typer.echo(f"report: {md}\nreport: {html}")
 
 

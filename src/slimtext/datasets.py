@@ -89,6 +89,10 @@ def describe(name: str, examples: int = 3, **options) -> tuple[list[str], Slimte
     for split, ex in ds.splits.items():
         counts = Counter(ds.labels[e.label] for e in ex)
         lines.append(f"  {split:9s} {len(ex):6d}  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+        for source in ds.sources:  # a union: the same counts per source
+            counts = Counter(ds.labels[e.label] for e in ex if e.source == source)
+            lines.append(f"    {source:20s} {sum(counts.values()):6d}  "
+                         + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     if not user_file:  # a user file's examples are listed above, with their line numbers
         lines += [f"  [{ds.labels[e.label]}] {e.text[:100]!r}" for e in ds.splits["train"][:examples]]
     lines += [f"  note: {note}" for note in ds.notes]

@@ -16,8 +16,8 @@ SUMMARY = "Train, shrink and compare compact text classifiers, and serve the res
 COMMANDS = {  # name -> first line of its help, in the order `slimtext.cli` registers them
     "train": "Train one classifier and print its test metrics.",
     "distill": "Distil a fine-tuned teacher run into a smaller student.",
-    "evaluate": "Evaluate a finished run on a split of its dataset (the run's own split ids).",
-    "predict": "Classify texts with a finished run; prints label and probabilities per text.",
+    "evaluate": "Evaluate a finished run on its own test split or on another dataset.",
+    "predict": "Classify texts with a finished run.",
     "export": "Export a run for serving: merged LoRA weights, ONNX, int8 ONNX, a Hugging Face folder.",
     "study": "Run the whole comparison of teacher, students and baselines, then write a report.",
     "sweep": "Sweep hyper-parameters: a resumable grid or an Optuna search.",

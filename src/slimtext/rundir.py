@@ -10,6 +10,7 @@ Layout (every method writes the same names):
       model.safetensors weights of the best epoch
       checkpoint/       last completed epoch: weights, optimizer, scheduler, RNG (for --resume)
       *.json            tokenizer / vocabulary / label names needed to rebuild the model
+      cross.json        (optional) results on other datasets' test splits (experiments/cross.py)
 
 Every write goes to a temporary file in the same folder and is then renamed over the target,
 so a crash never leaves a half-written file behind.

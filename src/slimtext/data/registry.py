@@ -16,12 +16,13 @@ from slimtext.data.chartask import CharTaskConfig, make_char_task, task_labels
 from slimtext.data.formats import Row
 from slimtext.data.sources import FileSource, resolve
 from slimtext.data.splits import saved_split
+from slimtext.data.union import load_union
 from slimtext.errors import SlimtextError, UnknownNameError
 
 
 @dataclass
 class DataConfig:
-    data: str = field(default="davidson", metadata={"help": "dataset name (see `slimtext data list`), a CSV/TSV/JSONL file, or hf:NAME"})
+    data: str = field(default="davidson", metadata={"help": "dataset name (see `slimtext data list`), a CSV/TSV/JSONL file, hf:NAME, or a union A+B (each split on its own; labels through the toxic view when they differ)"})
     data_dir: str | None = field(default=None, metadata={"help": "folder holding the upstream files (default: $SLIMTEXT_DATA, then the cache)"})
     text_col: str = field(default="text", metadata={"help": "text column of a user CSV/TSV/JSONL file"})
     label_col: str = field(default="label", metadata={"help": "label column of a user CSV/TSV/JSONL file"})
@@ -35,6 +36,7 @@ class Example:
     id: str
     text: str
     label: int
+    source: str = ""  # the dataset it came from, in a union (see data/union.py)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class TextDataset:
     splits: dict[str, list[Example]]  # 'train', 'dev', 'test', maybe 'test_ood'
     notes: list[str] = field(default_factory=list)
     test_source: str = "official"  # or how the test split was made where there is no official one
+    sources: list[str] = field(default_factory=list)  # a union's datasets (Example.source), else empty
 
     def texts(self, split: str) -> list[str]:
         return [e.text for e in self.splits[split]]
@@ -191,6 +194,8 @@ def _to_examples(rows: list[Row], label_index: dict[str, int], label_map, where:
 
 def load_dataset(cfg: DataConfig) -> TextDataset:
     name = cfg.data
+    if "+" in name and not Path(name).is_file():
+        return load_union(cfg, load_dataset)
     if name.startswith("hf:"):
         rows, spec = _hf_rows(name[3:], cfg), None
     elif Path(name).suffix.lower() in (".csv", ".tsv", ".jsonl"):

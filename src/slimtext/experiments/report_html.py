@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 
+from slimtext.experiments.cross import cross_html
 from slimtext.experiments.report_data import COLUMNS, _v, fmt
 from slimtext.experiments.report_figures import summed_confusion
 from slimtext.experiments.report_md import (
@@ -85,6 +86,7 @@ def render_html(rep: Report) -> str:
         h.append("</tr>")
     h.append("</tbody></table></div>")
 
+    h += cross_html(rep.runs)
     if rep.sweep:
         keys, top, rows = _sweep_rows(rep.runs, rep.metric)
         h.append("<h2>Hyper-parameters</h2>")

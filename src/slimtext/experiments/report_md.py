@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slimtext.experiments.cross import cross_md
 from slimtext.experiments.report_data import (
     COLUMNS,
     Group,
@@ -111,6 +112,7 @@ def render_md(rep: Report, figure_paths: list[tuple[str, str]]) -> str:
         ),
         "",
     ]
+    md += cross_md(rep.runs)
     if rep.sweep:
         keys, top, srows = _sweep_rows(rep.runs, rep.metric)
         md += [

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import shlex
 import shutil
 import signal
@@ -34,11 +35,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from slimtext.config import coerce_field, split_override
 from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.experiments.cross import check_cross, cross_evaluate
 from slimtext.experiments.report import write_report
 from slimtext.rundir import atomic_write_json
 
@@ -110,8 +112,6 @@ PRESETS = {
 
 def preset_with(name: str, overrides: list[str] | None = None) -> StudyPreset:
     """A preset with `key=value` overrides of its fields (e.g. `epochs=1`, `max_examples=4000`)."""
-    from dataclasses import replace  # noqa: PLC0415
-
     if name not in PRESETS:
         raise UnknownNameError("study preset", name, list(PRESETS))
     changes = {}
@@ -301,8 +301,6 @@ def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool) -> 
 def write_plan(path: Path, header: dict, runs: list[PlannedRun], compare: tuple[str, ...]) -> None:
     """Write the plan atomically; refuse when an existing plan differs in any `compare` key."""
     if path.exists():
-        import json  # noqa: PLC0415
-
         old = json.loads(path.read_text(encoding="utf-8"))
         changed = [k for k in compare if old.get(k) != header.get(k)]
         if changed:
@@ -339,12 +337,15 @@ def run_study(
     threads: int = 0,
     runner: Runner | None = None,
     overrides: list[str] | None = None,
+    cross: list[str] | None = None,
 ) -> Path:
     """Run (or complete) a study and write its report; returns the path of report.md.
 
     seeds: default the preset's. threads: torch threads per run (0: torch's default).
     runner: how a command runs (tests inject a fake); default a subprocess per run.
-    overrides: `key=value` changes to the preset's fields, recorded in study.json."""
+    overrides: `key=value` changes to the preset's fields, recorded in study.json.
+    cross: datasets to evaluate every finished run on afterwards (test splits; `cross.json` and
+    the report's train-on x test-on matrix, see experiments/cross.py); checked before any run."""
     p = preset_with(preset, overrides)
     seeds = tuple(int(s) for s in (seeds if seeds is not None else p.seeds))
     if not seeds:
@@ -359,9 +360,14 @@ def run_study(
         "seeds": list(seeds),
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(p).items()},
     }
+    if cross:
+        check_cross(data, cross, data_dir)
+        header["cross"] = list(cross)
     write_plan(out / "study.json", header, runs, ("preset", "data", "settings"))
     status = execute(runs, out, runner, quiet)
     dirs = [out / r.name for r in runs if (out / r.name).is_dir()]
+    if cross:
+        cross_evaluate(dirs, list(cross), out, data_dir, quiet=quiet)
     md, html = write_report(
         dirs, out, title=f"slimtext study: {data}, preset {preset}{''.join(f', {o}' for o in overrides or [])}",
         sweep=False,

@@ -35,6 +35,7 @@ from slimtext.errors import SlimtextError
 from slimtext.inference.base import TFIDF_FILE
 from slimtext.inference.calibration import parse_rule
 from slimtext.inference.tfidf import VOCAB_FILE, tfidf_logits
+from slimtext.recipes.evaluation import test_by_source
 from slimtext.recipes.finetune import calibration_summary, write_summary
 from slimtext.rundir import RunDir, atomic_save_safetensors
 from slimtext.train.metrics import PeakMemory, classification_metrics, confusion
@@ -117,7 +118,7 @@ def train_baseline(
         probs[:, pipe.classes_] = pipe.predict_proba(texts)
         return probs
 
-    evals, conf, ms, logits, gold = {}, {}, {}, {}, {}
+    evals, conf, ms, logits, gold, probs_of = {}, {}, {}, {}, {}, {}
     for name, examples in data.splits.items():
         if name == "train":
             continue
@@ -131,7 +132,7 @@ def train_baseline(
             "loss": _log_loss(probs, labels),
             **classification_metrics(probs, labels, n_labels),
         }
-        conf[name] = confusion(probs, labels, n_labels)
+        conf[name], probs_of[name] = confusion(probs, labels, n_labels), probs
     test = "test" if "test" in evals else "dev"
 
     vec, clf = pipe.named_steps["tfidfvectorizer"], pipe.named_steps["logisticregression"]
@@ -170,6 +171,7 @@ def train_baseline(
         "confusion": conf,
         **calibration_summary(run, logits["dev"], gold["dev"], logits[test], gold[test], data.labels,
                               cfg.train.threshold_for),
+        **test_by_source(data, test, probs_of[test]),
         "inference_ms_per_example": round(ms[test], 4),
         **_latency_ms(pipe, [e.text for e in data.splits[test]]),
         "vocabulary_size": len(vec.vocabulary_),

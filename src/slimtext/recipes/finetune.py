@@ -29,6 +29,7 @@ from slimtext.inference.calibration import (
 )
 from slimtext.models import format_param_report, param_report
 from slimtext.models.factory import apply_method, build_classifier, build_tokenizer
+from slimtext.recipes.evaluation import test_by_source
 from slimtext.rundir import RunDir, load_safetensors
 from slimtext.train import ddp, head_cache
 from slimtext.train.degenerate import degenerate_warnings
@@ -142,7 +143,7 @@ def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict,
     load_weights(p.model, load_safetensors(run.weights_path), cfg.model.method)
     p.model.to(device)
     n_labels = len(p.data.labels)
-    evals, conf, logits = {}, {}, {}
+    evals, conf, logits, probs_of = {}, {}, {}, {}
     t_eval = {}
     for name, split in p.splits.items():
         if name == "train":
@@ -151,7 +152,7 @@ def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict,
         logits[name] = predict_logits(p.model, split, cfg.train.eval_batch_size, device)
         evals[name], probs = logit_metrics(logits[name], split.labels, n_labels)
         t_eval[name] = (time.perf_counter() - t0) * 1000 / max(1, len(split))
-        conf[name] = confusion(probs, split.labels.numpy(), n_labels)
+        conf[name], probs_of[name] = confusion(probs, split.labels.numpy(), n_labels), probs
     test = "test" if "test" in evals else "dev"
     rows = run.read_metrics()
     labels = {k: p.splits[k].labels.numpy() for k in logits}
@@ -165,6 +166,7 @@ def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict,
         "test_source": p.data.test_source if test == "test" else "dev (no test split)",
         "splits": {k: v for k, v in evals.items()}, "confusion": conf,
         **calibration,
+        **test_by_source(p.data, test, probs_of[test]),
         "inference_ms_per_example": round(t_eval[test], 4),
         **latency_ms(p.model, p.splits[test], device),
         "lora_layers": p.lora_layers, "machine": machine(),

@@ -23,9 +23,9 @@ from slimtext.inference.calibration import (
     reliability,
     scaled_softmax,
 )
-from slimtext.recipes.evaluation import evaluate_run
 from slimtext.inference.predictor import load_predictor
 from slimtext.recipes.baseline import train_baseline
+from slimtext.recipes.evaluation import evaluate_run
 from slimtext.recipes.finetune import train, write_summary
 from slimtext.rundir import RunDir
 from slimtext.train.degenerate import degenerate_warnings

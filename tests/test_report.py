@@ -85,6 +85,16 @@ def test_html_is_self_contained_and_both_files_are_written(tmp_path):
     assert "tfidf" in md and "lora-odd" in md  # every method is in the table
 
 
+def test_html_escapes_every_text_it_shows(tmp_path):
+    """Names, titles and commands come from files anyone can write: the template escapes them."""
+    run = write_run(tmp_path / "evil-s0", f1=0.8, group="<img src=x onerror=alert(1)>")
+    (run / "command.txt").write_text("slimtext train --data '<script>alert(1)</script>'\n")
+    _, html_path = write_report([run], tmp_path / "r", title="<b>title</b>")
+    html = html_path.read_text()
+    assert "<img src=x" not in html and "<script>" not in html and "<b>title" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;b&gt;title&lt;/b&gt;" in html
+
+
 def _two_groups(tmp_path, a: list[float], b: list[float]) -> str:
     dirs = [write_run(tmp_path / f"alpha-s{i}", f1=f, seed=i) for i, f in enumerate(a)]
     dirs += [write_run(tmp_path / f"beta-s{i}", f1=f, seed=i) for i, f in enumerate(b)]

@@ -11,21 +11,20 @@ run's macro-F1 per dataset, the matrix, and the runs it skipped (not loadable) o
 
 A report reads only run directories: `cross_matrix(runs)` reads their `cross.json` and
 averages macro-F1 over the runs (seeds) of each row; a row is a training dataset and a method
-group, a column a test dataset. `cross_md` / `cross_html` render that section; both say nothing
+group, a column a test dataset. `cross_md` and the HTML template (report_html) render that section; both say nothing
 when no run has cross results. `slimtext study --cross A,B` runs this after the study's runs;
 `slimtext report RUNS --cross A,B` on any finished runs.
 """
 
 from __future__ import annotations
 
-import html
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from slimtext.data.registry import DataConfig, load_dataset
 from slimtext.errors import SlimtextError
-from slimtext.experiments.report_data import Run, Stat, _read_json, fmt, load_run, stat
+from slimtext.experiments.report_data import Run, Stat, fmt, load_run, read_json, stat
 from slimtext.recipes.evaluation import evaluate_run, map_labels
 from slimtext.rundir import RunDir, atomic_write_json
 
@@ -61,7 +60,7 @@ def cross_evaluate(run_dirs: list[Path], datasets: list[str], out: Path, data_di
     failed: dict[str, dict[str, str]] = {}
     loaded: dict[tuple, object] = {}  # (dataset, split seed) -> TextDataset, loaded once
     for run in runs:
-        done = _read_json(run / CROSS_FILE) or {}
+        done = read_json(run / CROSS_FILE) or {}
         todo = [d for d in datasets if d not in done]
         if not todo:
             continue
@@ -82,7 +81,7 @@ def cross_evaluate(run_dirs: list[Path], datasets: list[str], out: Path, data_di
     table = cross_matrix([load_run(r) for r in runs], datasets)
     summary = {
         "datasets": datasets, "split": SPLIT, "metric": "macro_f1",
-        "runs": {r.name: {d: (_read_json(r / CROSS_FILE) or {}).get(d, {}).get("macro_f1") for d in datasets}
+        "runs": {r.name: {d: (read_json(r / CROSS_FILE) or {}).get(d, {}).get("macro_f1") for d in datasets}
                  for r in runs},
         "matrix": table.to_dict() if table else None, "skipped": skipped, "failed": failed,
     }
@@ -107,7 +106,7 @@ def cross_matrix(runs: list[Run], datasets: list[str] | None = None) -> CrossTab
     """Mean (± sample std) test macro-F1 per (training dataset, method) row and test-dataset
     column, from the runs' cross.json; None when no run has one. Columns: `datasets`, else every
     dataset found, in order of first appearance."""
-    results = {r.name: _read_json(r.path / CROSS_FILE) for r in runs}
+    results = {r.name: read_json(r.path / CROSS_FILE) for r in runs}
     results = {k: v for k, v in results.items() if isinstance(v, dict) and v}
     if not results:
         return None
@@ -131,7 +130,7 @@ NOTE = ("Macro-F1 on each dataset's test split (columns) of the runs trained on 
         "through the toxic view (`not toxic` / `toxic`) when the datasets name them differently.")
 
 
-def _cell(c) -> str:
+def cross_cell(c) -> str:
     return fmt(Stat(*c))
 
 
@@ -144,23 +143,5 @@ def cross_md(runs: list[Run]) -> list[str]:
           "| Train on | Method | " + " | ".join(c.replace("|", "\\|") for c in t.columns) + " |",
           "| --- | --- | " + " | ".join("---:" for _ in t.columns) + " |"]
     for (data, group), row in zip(t.rows, t.cells):
-        md.append(f"| {data} | {group} | " + " | ".join(f"{_cell(c)} (n={c[2]})" if c[2] else "–" for c in row) + " |")
+        md.append(f"| {data} | {group} | " + " | ".join(f"{cross_cell(c)} (n={c[2]})" if c[2] else "–" for c in row) + " |")
     return md + [""]
-
-
-def cross_html(runs: list[Run]) -> list[str]:
-    """The report.html section (nothing when no run has cross results)."""
-    t = cross_matrix(runs)
-    if t is None:
-        return []
-    e = html.escape
-    h = ["<h2>Cross-dataset evaluation (train on rows, test on columns)</h2>",
-         f'<p class="note">{e(NOTE.replace("`", ""))}</p>',
-         '<div class="scroll"><table><thead><tr><th>Train on</th><th>Method</th>',
-         *[f"<th>{e(c)}</th>" for c in t.columns], "</tr></thead><tbody>"]
-    for (data, group), row in zip(t.rows, t.cells):
-        h.append(f'<tr><td>{e(data)}</td><td class="text">{e(group)}</td>')
-        h += [f"<td>{e(_cell(c))}<small>n={c[2]}</small></td>" if c[2] else "<td>–</td>" for c in row]
-        h.append("</tr>")
-    h.append("</tbody></table></div>")
-    return h

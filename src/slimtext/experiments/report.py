@@ -24,9 +24,9 @@ from slimtext.errors import SlimtextError
 from slimtext.experiments.report_data import (
     SEED_SUFFIX,
     Run,
-    _read_json,
     group_runs,
     load_run,
+    read_json,
 )
 from slimtext.experiments.report_discussion import discussion
 from slimtext.experiments.report_figures import curve_figures, reliability_figure
@@ -80,7 +80,7 @@ def collect_run_dirs(paths: list[Path]) -> list[Path]:
         )
         order = []
         for plan in ("study.json", "sweep.json"):
-            data = _read_json(p / plan)
+            data = read_json(p / plan)
             if isinstance(data, dict):
                 order = [
                     r["name"] for r in data.get("runs", []) if isinstance(r, dict) and "name" in r

@@ -57,7 +57,7 @@ def group_of(name: str, summary: dict | None, config: dict | None) -> str:
     return m.group("group") if m else name
 
 
-def _read_json(path: Path):
+def read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -66,7 +66,7 @@ def _read_json(path: Path):
 
 def load_run(path: Path) -> Run:
     path = Path(path)
-    summary = _read_json(path / "summary.json")
+    summary = read_json(path / "summary.json")
     metrics = []
     if (path / "metrics.jsonl").exists():
         for line in (path / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
@@ -189,7 +189,7 @@ def swept_keys(runs: list[Run]) -> list[str]:
     ]
 
 
-def _v(x, digits: int = 3) -> str:
+def show_value(x, digits: int = 3) -> str:
     if x is None:
         return "–"
     if isinstance(x, float):
@@ -197,5 +197,5 @@ def _v(x, digits: int = 3) -> str:
     return str(x)
 
 
-def _setting(x) -> str:
+def show_setting(x) -> str:
     return f"{x:.6g}" if isinstance(x, float) else "–" if x is None else str(x)

@@ -7,10 +7,10 @@ import math
 from slimtext.experiments.report_data import (
     Group,
     Run,
-    _setting,
     flatten,
     fmt,
     human_count,
+    show_setting,
     swept_keys,
 )
 from slimtext.experiments.select import select_best
@@ -141,7 +141,7 @@ def _sweep_sentences(runs: list[Run], metric: str) -> list[str]:
         return []
     keys = [k for k in swept_keys(runs) if k != "train.seed"]
     flat = flatten(best.config)
-    setting = ", ".join(f"{k}={_setting(flat.get(k))}" for k in keys) or "the only setting"
+    setting = ", ".join(f"{k}={show_setting(flat.get(k))}" for k in keys) or "the only setting"
     test = best.get(f"test.{metric}")
     return [
         f"Best single run by dev {metric}: {best.name} ({setting}), "

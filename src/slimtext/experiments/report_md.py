@@ -10,10 +10,10 @@ from slimtext.experiments.report_data import (
     COLUMNS,
     Group,
     Run,
-    _setting,
-    _v,
     flatten,
     fmt,
+    show_setting,
+    show_value,
     swept_keys,
 )
 from slimtext.experiments.report_figures import pooled_reliability, summed_confusion
@@ -41,7 +41,7 @@ class Report:
     reliability: bytes | None = None  # the reliability diagrams' PNG (report_figures)
 
 
-def _best_per_column(groups: list[Group]) -> dict[str, str]:
+def best_per_column(groups: list[Group]) -> dict[str, str]:
     best = {}
     for col in COLUMNS:
         if col.kind != "metric":
@@ -56,7 +56,7 @@ def _best_per_column(groups: list[Group]) -> dict[str, str]:
     return best
 
 
-def _sweep_rows(runs: list[Run], metric: str):
+def sweep_rows(runs: list[Run], metric: str):
     keys = swept_keys(runs)
     top = select_best(runs, metric)
     sign = -1 if metric == "loss" else 1
@@ -69,9 +69,9 @@ def _sweep_rows(runs: list[Run], metric: str):
         rows.append(
             (
                 r,
-                [_setting(flat.get(k)) for k in keys],
-                _v(r.get(f"dev.{metric}")),
-                _v(r.get(f"test.{metric}")),
+                [show_setting(flat.get(k)) for k in keys],
+                show_value(r.get(f"dev.{metric}")),
+                show_value(r.get(f"test.{metric}")),
             )
         )
     return keys, top, rows
@@ -96,7 +96,7 @@ def render_md(rep: Report, figure_paths: list[tuple[str, str]]) -> str:
         TABLE_NOTE,
         "",
     ]
-    best = _best_per_column(rep.groups)
+    best = best_per_column(rep.groups)
     rows = []
     for g in rep.groups:
         cells = [g.name, g.models, str(len(g.runs))]
@@ -114,7 +114,7 @@ def render_md(rep: Report, figure_paths: list[tuple[str, str]]) -> str:
     ]
     md += cross_md(rep.runs)
     if rep.sweep:
-        keys, top, srows = _sweep_rows(rep.runs, rep.metric)
+        keys, top, srows = sweep_rows(rep.runs, rep.metric)
         md += [
             "## Hyper-parameters",
             "",
@@ -158,11 +158,11 @@ def render_md(rep: Report, figure_paths: list[tuple[str, str]]) -> str:
                 [
                     r.name,
                     r.group,
-                    _v(r.get("seed"), 0),
-                    _v(r.get("best_epoch"), 0),
-                    _v(r.get("dev.macro_f1")),
-                    _v(r.get("test.macro_f1")),
-                    _v(r.get("train_seconds"), 1),
+                    show_value(r.get("seed"), 0),
+                    show_value(r.get("best_epoch"), 0),
+                    show_value(r.get("dev.macro_f1")),
+                    show_value(r.get("test.macro_f1")),
+                    show_value(r.get("train_seconds"), 1),
                 ]
                 for r in rep.runs
             ],

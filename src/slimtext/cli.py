@@ -157,6 +157,28 @@ def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="text
         typer.echo(f"{p.labels[best]}\t{probs[best]:.3f}\t{text!r}\t({detail})")
 
 
+@app.command("explain")
+def explain_cmd(run: Path, text: Annotated[str, typer.Argument(help="the text to explain")],
+                method: Annotated[str, typer.Option(help="auto (integrated gradients on torch, else occlusion), occlusion or integrated-gradients")] = "auto",
+                backend: BackendOpt = "torch",
+                as_json: Annotated[bool, typer.Option("--json", help="print the explanation as JSON")] = False):
+    """Score each word of a text: how much it pushed towards each label (docs/web.md)."""
+    from slimtext.inference.explain import explain  # noqa: PLC0415
+    from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
+
+    e = explain(load_predictor(run, backend=backend), text, method=method)
+    if as_json:
+        typer.echo(json.dumps(e.to_dict(), indent=2))
+        return
+    best = max(e.probabilities, key=e.probabilities.get)
+    order = [best] + [lab for lab in e.probabilities if lab != best]
+    typer.echo(f"{best}\t{e.probabilities[best]:.3f}\t{e.method}")
+    width = max([4] + [len(w.word) for w in e.words])
+    typer.echo("  " + "word".ljust(width) + "".join(f"  {lab:>10s}" for lab in order))
+    for w in e.words:
+        typer.echo("  " + w.word.ljust(width) + "".join(f"  {w.scores[lab]:+10.4f}" for lab in order))
+
+
 @app.command("export")
 def export_cmd(run: Annotated[Path, typer.Argument(help="a finished run directory")],
                merged: Annotated[bool, typer.Option(help="plain checkpoint with LoRA merged in (run/merged/)")] = False,

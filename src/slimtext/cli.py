@@ -145,16 +145,44 @@ def evaluate_cmd(run: Path, split: Annotated[str, typer.Option(help="train, dev,
 @app.command("predict")
 def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="texts to classify ('-' reads lines from stdin)")],
                 backend: BackendOpt = "torch"):
-    """Classify texts with a finished run; prints label and probabilities per text."""
-    from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
+    """Classify texts with a finished run; prints label and probabilities per text (the run's
+    calibrated threshold decides binary labels). With '-', stdin is read and answered in chunks."""
+    from itertools import islice  # noqa: PLC0415
 
-    if texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
+    from slimtext.inference.review import ReviewPolicy  # noqa: PLC0415
+
     p = load_predictor(run, backend=backend)
-    for text, probs in zip(texts, p.predict_proba(texts)):
-        best = int(probs.argmax())
-        detail = ", ".join(f"{lab} {q:.3f}" for lab, q in zip(p.labels, probs))
-        typer.echo(f"{p.labels[best]}\t{probs[best]:.3f}\t{text!r}\t({detail})")
+    policy = ReviewPolicy.for_predictor(p)
+    lines = (line.rstrip("\r\n") for line in sys.stdin if line.strip()) if texts == ["-"] else iter(texts)
+    while chunk := list(islice(lines, 256)):
+        probs = p.predict_proba(chunk)
+        verdicts = policy.decide(probs)
+        for text, label, q, row in zip(chunk, verdicts.labels, verdicts.probability, probs):
+            detail = ", ".join(f"{lab} {x:.3f}" for lab, x in zip(p.labels, row))
+            typer.echo(f"{label}\t{q:.3f}\t{text!r}\t({detail})")
+
+
+@app.command("score")
+def score_cmd(run: Path, file: Annotated[Path, typer.Argument(help="CSV / TSV (header row) or JSONL file of texts")],
+              text_col: Annotated[str, typer.Option(help="column (or JSONL field) holding the text")] = "text",
+              out: Annotated[Path | None, typer.Option(help="output file (default FILE.scored.EXT); .jsonl writes JSON Lines")] = None,
+              fmt: Annotated[str | None, typer.Option("--format", help="csv, tsv or jsonl (default: from the extension)")] = None,
+              band: Annotated[float, typer.Option(help="needs_review when the positive probability is within this of the threshold")] = 0.1,
+              threshold: Annotated[float | None, typer.Option(help="binary threshold (default: the run's calibrated one, else 0.5)")] = None,
+              chunk_rows: Annotated[int, typer.Option(help="rows per model call")] = 256,
+              backend: BackendOpt = "torch", quiet: bool = False):
+    """Score every row of a file: adds label, probability, needs_review and error columns, rows in order."""
+    from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
+    from slimtext.inference.review import ReviewConfig, ReviewPolicy  # noqa: PLC0415
+    from slimtext.inference.score import ScoreConfig, score_file  # noqa: PLC0415
+
+    p = load_predictor(run, backend=backend)
+    policy = ReviewPolicy.for_predictor(p, ReviewConfig(band=band, threshold=threshold))
+    out = out or file.with_name(f"{file.stem}.scored{file.suffix}")
+    stats = score_file(p, file, out, policy, ScoreConfig(text_col=text_col, chunk_rows=chunk_rows), fmt=fmt, quiet=quiet)
+    typer.echo(f"{out}: {stats.rows} rows ({stats.errors} without a prediction) in {stats.seconds:.1f} s, "
+               f"{stats.rows_per_s:.0f} rows/s", err=True)
 
 
 @app.command("explain")

@@ -272,14 +272,20 @@ def report_cmd(runs: Annotated[list[Path], typer.Argument(help="run directories,
 def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (default: the run with the best dev macro-F1 in the latest study under runs/)")] = None,
               host: str = "127.0.0.1", port: int = 8000,
               workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model")] = 1,
-              backend: BackendOpt = "torch"):
-    """Serve a model: a page that says whether a text is toxic, and a JSON API (docs/web.md)."""
+              backend: BackendOpt = "torch",
+              feedback: Annotated[Path | None, typer.Option(help="JSON Lines file the 'wrong?' button appends to (default RUN/feedback.jsonl)")] = None,
+              review_band: Annotated[float, typer.Option(help="a verdict within this of the threshold needs review")] = 0.1):
+    """Serve a model: a page that says whether a text is toxic, why (word highlights), scores
+    uploaded files and records corrections; and a JSON API (docs/web.md)."""
     import os  # noqa: PLC0415
 
     from slimtext.experiments.select import default_run  # noqa: PLC0415
     from slimtext.serve.app import serve  # noqa: PLC0415
 
     os.environ["SLIMTEXT_BACKEND"] = backend  # read by every worker's app factory
+    os.environ["SLIMTEXT_REVIEW_BAND"] = str(review_band)
+    if feedback is not None:
+        os.environ["SLIMTEXT_FEEDBACK"] = str(feedback.resolve())
     run = run or default_run()
     typer.echo(f"serving {run} on http://{host}:{port}", err=True)
     serve(run, host=host, port=port, workers=workers)

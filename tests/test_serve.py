@@ -411,7 +411,10 @@ def test_explain_limits_are_json_errors(predictor, payload, status, message):
     assert message in r.json()["error"].lower() or message in r.json()["error"]
 
 
-def test_page_post_highlights_words_escaped_with_a_verdict_bar(client):
+def test_page_post_highlights_words_escaped_with_a_verdict_bar(predictor):
+    from slimtext.serve.workbench import WorkbenchConfig
+
+    client = TestClient(create_app(predictor, workbench=WorkbenchConfig(explain_max_words=30)))
     html = client.post("/", data={"text": "<b>stupid</b> idea", "threshold": "0.3"}).text
     assert "<b>" not in html and "&lt;b&gt;" in html
     assert re.search(r'<span class="w up" tabindex="0" style="--s: 1.0" data-score="0.7000"[^>]*>stupid</span>', html)
@@ -419,6 +422,8 @@ def test_page_post_highlights_words_escaped_with_a_verdict_bar(client):
     assert 'id="gauge-mark" style="left: 30.0%"' in html
     assert 'style="left: 20.0%; width: 20.0%"' in html  # the review band 0.3 ± 0.1
     assert 'value="0.30"' in html
+    long = client.post("/", data={"text": "stupid " * 40}).text  # 40 words > 30: the verdict, no highlights
+    assert 'data-label="toxic">toxic</span>' in long and 'class="w ' not in long.split('id="highlighted"')[1]
     html = client.post("/", data={"text": "meh", "threshold": "0.15"}).text  # p(toxic) 0.2 >= 0.15
     assert 'data-label="toxic">toxic</span>' in html and 'id="review-flag" class="review" >' in html
     assert client.post("/", data={"text": "hi", "threshold": "2"}).status_code == 422
@@ -490,7 +495,7 @@ def test_feedback_appends_one_line_per_correction(predictor, tmp_path):
     assert r.status_code == 200 and r.json() == {"saved": True}
     html = client.post("/feedback", data={"text": "fine", "model_label": "not toxic",
                                           "corrected_label": "toxic"}).text
-    assert "Thanks: saved as &#39;toxic&#39;" in html
+    assert "Thanks: saved as “toxic” for review." in html
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert [(x["text"], x["model_label"], x["corrected_label"]) for x in lines] == [
         ("I hate <b>mondays</b>", "toxic", "not toxic"), ("fine", "not toxic", "toxic")]

@@ -143,10 +143,13 @@ def create_app(
         try:
             t = form_threshold(threshold)
             clf.check_text(text)
-            if len(text) <= wb.explain_max_chars:
+            try:
                 result = explain_one(clf, wb, text, threshold=t)
                 segments = highlight_segments(text, result["words"], focus_label(clf, result["label"]))
-            else:  # too long to explain: the verdict alone
+            except ApiError as e:
+                if e.status != 413:
+                    raise
+                # too long to explain (characters or words): the verdict alone
                 result, segments = clf.predict([text], t)[0].model_dump(), None
         except ApiError as e:
             return render(request, text, e.status, error=e.message)

@@ -212,7 +212,7 @@ def add_workbench_routes(app: FastAPI, clf: Classifier, cfg: WorkbenchConfig, re
         except ApiError as e:
             return render(request, text, e.status, error=e.message)
         return render(request, text, threshold=form_threshold(threshold),
-                      notice=f"Thanks: saved as {corrected_label!r} for review.")
+                      notice=f"Thanks: saved as “{corrected_label}” for review.")
 
 
 def form_threshold(value: str) -> float | None:

@@ -172,6 +172,9 @@
     let response, body;
     try {
       [response, body] = await postJSON(url, { text });
+      if (response.status === 413 && url !== form.dataset.api) {
+        [response, body] = await postJSON(form.dataset.api, { text }); // too long to explain
+      }
     } catch (err) {
       form.submit(); // network trouble or a non-JSON reply: let the server render the page
       return;

@@ -14,8 +14,9 @@ Two methods, both scored on the predictor's calibrated probabilities (logits / t
                         (transformer encoders, decoders and RNNs: any model whose token embedding
                         is an `nn.Embedding`). Special tokens ([CLS], [SEP]) keep their embedding.
 
-Words are runs of word characters (with inner apostrophes) or of punctuation; a word's score is
-the sum over the tokens (word-pieces, characters) that lie inside it. A positive score for a label
+Words are runs of word characters (with inner apostrophes, dots, slashes..., so a URL or a
+@mention is one word) or of punctuation; a word's score is the sum over the tokens (word-pieces,
+characters) that lie inside it. A positive score for a label
 means the word pushed the text towards that label.
 """
 
@@ -28,7 +29,9 @@ import numpy as np
 
 from slimtext.errors import SlimtextError
 
-WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]+")
+# A word: an optional @ or # (mentions, hashtags), then word characters, with inner ' . : / @ & = ?
+# % + - allowed (don't, e-mail, http://t.co/x stay one word); or a run of punctuation.
+WORD = re.compile(r"[@#]?\w(?:[\w'’.:/@&=?%+-]*\w)?|[^\w\s]+")
 METHODS = ("auto", "occlusion", "integrated-gradients")
 
 

@@ -133,20 +133,40 @@ def test_cli_explain_prints_words_with_scores(lstm_run):
     assert float(awful[1]) > 0 and awful[1] == max((row[1] for row in rows[1:]), key=float)
 
 
-def test_ig_on_a_tiny_bert_finds_the_cue_word(tmp_path):
-    """The transformer encoder path: word-pieces merged into words, [CLS]/[SEP] left out."""
+@pytest.fixture(scope="module")
+def bert_run(tmp_path_factory):
+    """A tiny BERT fine-tuned on the tiny CSV (the transformer encoder path)."""
     from conftest import write_tiny_bert
     from slimtext.config import RunConfig
     from slimtext.recipes.finetune import train
 
+    folder = tmp_path_factory.mktemp("bert")
     cfg = RunConfig()
-    cfg.data.data = str(write_tiny_csv(tmp_path / "tiny.csv", n=400))
-    cfg.model.model, cfg.model.max_length = str(write_tiny_bert(tmp_path / "bert")), 32
+    cfg.data.data = str(write_tiny_csv(folder / "tiny.csv", n=400))
+    cfg.model.model, cfg.model.max_length = str(write_tiny_bert(folder / "bert")), 32
     cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.threads = 4, 16, 1e-3, 1
-    assert train(cfg, out=tmp_path / "run", quiet=True)["test"]["accuracy"] > 0.9
-    p = load_predictor(tmp_path / "run")
+    assert train(cfg, out=folder / "run", quiet=True)["test"]["accuracy"] > 0.9
+    return folder / "run"
+
+
+def test_ig_on_a_tiny_bert_finds_the_cue_word(bert_run):
+    """Word-pieces merged into words, [CLS]/[SEP] left out."""
+    p = load_predictor(bert_run)
     for text in ["the movie was really good", "a bad plot and the actor"]:
         label = p.predict(text)
         ig, occ = explain(p, text, "integrated-gradients"), explain(p, text, "occlusion")
         assert ig.top(label).word in CUES[label], (text, ig.words)
         assert ig.top(label).word == occ.top(label).word
+
+
+def test_occlusion_on_the_onnx_int8_backend(bert_run):
+    from slimtext.inference.export import export
+
+    export(bert_run, onnx=True, int8=True)
+    onnx = load_predictor(bert_run, backend="onnx-int8")
+    torch_p = load_predictor(bert_run)
+    for text in ["the movie was really good", "a bad plot and the actor"]:
+        e = explain(onnx, text)  # auto: occlusion, the only method without gradients
+        label = onnx.predict(text)
+        assert e.method == "occlusion" and e.top(label).word in CUES[label]
+        assert e.top(label).word == explain(torch_p, text, "occlusion").top(label).word

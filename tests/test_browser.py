@@ -27,11 +27,16 @@ CHROMIUM_ARGS = [
 
 
 class KeywordPredictor:
+    """p(toxic) 0.9 with 'hate' or 'idiot', 0.55 with 'meh' (a borderline text), else 0.2."""
+
     labels = ["not toxic", "toxic"]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        rude = ["hate" in t.lower() or "idiot" in t.lower() for t in texts]
-        return np.array([[0.1, 0.9] if r else [0.8, 0.2] for r in rude])  # (N, 2)
+        def p(t: str) -> float:
+            t = t.lower()
+            return 0.9 if "hate" in t or "idiot" in t else 0.55 if "meh" in t else 0.2
+
+        return np.array([[1 - p(t), p(t)] for t in texts])  # (N, 2)
 
 
 def _need_browser():
@@ -56,13 +61,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server_url():
+def feedback_file(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("feedback") / "feedback.jsonl"
+
+
+@pytest.fixture(scope="module")
+def server_url(feedback_file):
     _need_browser()
     import uvicorn
 
     from slimtext.serve.app import create_app
+    from slimtext.serve.workbench import WorkbenchConfig
 
-    app = create_app(KeywordPredictor(), model_name="keywords")
+    info = {"dataset": "davidson", "test_split": "test", "test": {"accuracy": 0.93, "macro_f1": 0.88}}
+    app = create_app(KeywordPredictor(), model_name="keywords", info=info,
+                     workbench=WorkbenchConfig(feedback_path=feedback_file))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -139,5 +152,107 @@ def test_classify_without_javascript(browser, server_url, tmp_path):
     assert page.locator("#result").is_visible()
     assert page.inner_text("#result-label") == "toxic"
     assert PERCENT.match(page.inner_text("#result-prob"))
+    assert page.inner_text("#highlighted .w.up") == "hate"  # the server drew the highlights
     _save_screenshot(page, tmp_path, "classify-nojs.png")
+    context.close()
+
+
+# ---- the moderator's workbench ------------------------------------------------------------------
+
+
+def _classify(page, server_url, text):
+    page.goto(server_url + "/")
+    page.fill("#text", text)
+    page.click("#classify-button")
+    page.wait_for_selector("#result:not([hidden])", timeout=10_000)
+
+
+def test_highlight_spans_appear_for_a_toxic_text(browser, server_url, tmp_path):
+    context = browser.new_context(viewport={"width": 900, "height": 1000})
+    page = context.new_page()
+    _classify(page, server_url, "You are an idiot, honestly.")
+    page.wait_for_selector("#explanation:not([hidden]) #highlighted .w")
+    words = page.locator("#highlighted .w")
+    assert words.all_inner_texts() == ["You", "are", "an", "idiot", ",", "honestly", "."]
+    assert page.locator("#highlighted .w.up").all_inner_texts() == ["idiot"]
+    assert page.inner_text("#highlighted") == "You are an idiot, honestly."
+    idiot = page.locator("#highlighted .w.up")
+    assert idiot.get_attribute("aria-label") == "idiot: +0.700 towards toxic"
+    page.focus("#highlighted .w >> nth=0")  # keyboard: Tab walks the words, each says its score
+    for _ in range(3):
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "idiot"
+    assert page.inner_text("#word-detail") == "idiot: +0.700 towards toxic"
+    assert page.inner_text("#info-dataset") == "davidson"
+    _save_screenshot(page, tmp_path, "web-workbench.png")
+    context.close()
+
+
+def test_slider_changes_the_verdict_of_a_borderline_text(browser, server_url, tmp_path):
+    context = browser.new_context(viewport={"width": 900, "height": 1000})
+    page = context.new_page()
+    _classify(page, server_url, "meh, fine by me")  # p(toxic) = 0.55
+    assert page.inner_text("#result-label") == "toxic"
+    assert page.locator("#review-flag").is_visible()  # 0.55 is within 0.1 of 0.5
+    page.focus("#threshold")
+    for _ in range(10):  # keyboard only: 0.50 -> 0.60
+        page.keyboard.press("ArrowRight")
+    assert page.input_value("#threshold") == "0.6"
+    assert page.inner_text("#threshold-value") == "0.60"
+    assert page.inner_text("#result-label") == "not toxic"
+    assert page.inner_text("#result-prob") == "45.0%"
+    assert page.get_attribute("#gauge-mark", "style") == "left: 60%;"
+    page.fill("#threshold", "0.3")
+    assert page.inner_text("#result-label") == "toxic"
+    assert page.locator("#review-flag").is_hidden()  # 0.55 is 0.25 away from 0.3
+    context.close()
+
+
+def test_csv_upload_round_trips_row_by_row(browser, server_url, tmp_path):
+    import csv
+
+    src = 'id,text\n1,I hate you\n2,""\n3,"two\nlines"\n4,meh\n'
+    context = browser.new_context(viewport={"width": 900, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(server_url + "/")
+    page.set_input_files("#file", files=[{"name": "comments.csv", "mimeType": "text/csv", "buffer": src.encode()}])
+    with page.expect_download() as info:
+        page.click("#score-button")
+    download = info.value
+    assert download.suggested_filename == "comments.scored.csv"
+    rows = list(csv.DictReader(open(download.path(), newline="", encoding="utf-8")))
+    assert [(r["id"], r["text"], r["label"], r["needs_review"], r["error"]) for r in rows] == [
+        ("1", "I hate you", "toxic", "false", ""), ("2", "", "", "", "empty text"),
+        ("3", "two\nlines", "not toxic", "false", ""), ("4", "meh", "toxic", "true", "")]
+    context.close()
+
+
+def test_phone_viewport_shows_the_verdict_without_horizontal_scrolling(browser, server_url, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True)
+    page = context.new_page()
+    _classify(page, server_url, "I hate how long this supercalifragilisticexpialidocious sentence is")
+    page.wait_for_selector("#highlighted .w")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    box = page.locator("#result-label").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    _save_screenshot(page, tmp_path, "web-phone.png")
+    context.close()
+
+
+def test_wrong_button_writes_one_feedback_line(browser, server_url, feedback_file):
+    import json
+
+    before = feedback_file.read_text().splitlines() if feedback_file.exists() else []
+    context = browser.new_context(viewport={"width": 900, "height": 1000})
+    page = context.new_page()
+    _classify(page, server_url, "I hate <b>mondays</b>")
+    page.click("#wrong-button")
+    page.wait_for_selector("#notice:not([hidden])")
+    assert page.inner_text("#notice") == "Thanks: saved as “not toxic” for review."
+    lines = feedback_file.read_text().splitlines()
+    assert len(lines) == len(before) + 1
+    record = json.loads(lines[-1])
+    assert (record["text"], record["model_label"], record["corrected_label"]) == (
+        "I hate <b>mondays</b>", "toxic", "not toxic")
     context.close()

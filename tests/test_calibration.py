@@ -185,7 +185,7 @@ def test_cli_threshold_overrides(lstm_run):
     assert r.exit_code == 0, r.output
     assert [line.split("\t")[0] for line in r.output.splitlines()] == ["pos", "pos"]
     r = runner.invoke(app, ["predict", str(lstm_run), "a really good movie", "--threshold", "1.01"])
-    assert r.output.split("\t")[0] == "neg"
+    assert isinstance(r.exception, SlimtextError) and "threshold must be between 0 and 1" in str(r.exception)
     r = runner.invoke(app, ["evaluate", str(lstm_run), "--threshold", "0"])
     out = json.loads(r.output)
     s = RunDir(lstm_run).read_summary()

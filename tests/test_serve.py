@@ -1,9 +1,14 @@
 """The web app and JSON API, driven through FastAPI's TestClient with a keyword predictor."""
 
+import csv
+import io
+import json
+import re
 import sys
 import threading
 import time
 import types
+from html import unescape
 
 import numpy as np
 import pytest
@@ -107,6 +112,8 @@ def test_healthz(client):
         "labels": ["not toxic", "toxic"],
         "max_chars": MAX_CHARS,
         "max_batch": MAX_BATCH,
+        "threshold": 0.5,  # no calibration.json: 0.5
+        "review_band": 0.1,
     }
 
 
@@ -149,7 +156,7 @@ def test_form_post_renders_result(client):
     assert '<span id="result-prob" class="prob">90.0%</span>' in html
     assert "width: 10.0%" in html and "width: 90.0%" in html  # one bar per label
     assert ">I hate you</textarea>" in html  # the text stays in the box
-    assert 'id="result" class="result" aria-live="polite" >' in html  # not hidden
+    assert "hidden" not in re.search(r'<section id="result"[^>]*>', html).group()  # not hidden
 
 
 @pytest.mark.parametrize(
@@ -351,3 +358,210 @@ def test_serve_rejects_missing_run_dir(tmp_path):
         serve(None)
     with pytest.raises(SlimtextError, match="does not exist"):
         serve(tmp_path / "nope")
+
+
+# ---- the moderator's workbench: threshold, explanations, file scoring, feedback ---------------
+
+
+class Calibrated(KeywordPredictor):
+    """The calibration contract: a saved threshold and positive label."""
+
+    threshold, positive_label, temperature = 0.95, "toxic", 1.0
+
+
+def test_threshold_from_the_run_and_from_the_request():
+    client = TestClient(create_app(Calibrated()))
+    body = client.post("/api/classify", json={"text": "I hate you"}).json()
+    assert body["label"] == "not toxic" and body["threshold"] == 0.95  # 0.9 < 0.95
+    assert body["needs_review"] is True and body["probability"] == pytest.approx(0.1)
+    body = client.post("/api/classify", json={"text": "I hate you", "threshold": 0.5}).json()
+    assert body["label"] == "toxic" and body["needs_review"] is False
+    assert client.get("/healthz").json()["threshold"] == 0.95
+    r = client.post("/api/classify", json={"text": "hi", "threshold": 1.5})
+    assert r.status_code == 422 and "threshold" in r.json()["error"]
+    html = client.get("/").text
+    assert 'id="threshold" name="threshold" min="0" max="1" step="0.01"\n             value="0.95"' in html
+    assert "saved threshold is 0.95" in html
+
+
+def test_explain_api_scores_words(client):
+    r = client.post("/api/explain", json={"text": "you are stupid, really"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["label"] == "toxic" and body["method"] == "occlusion"
+    words = {w["word"]: w["scores"]["toxic"] for w in body["words"]}
+    assert list(words) == ["you", "are", "stupid", ",", "really"]
+    assert words["stupid"] == pytest.approx(0.7) and words["you"] == 0
+    assert body["words"][2]["start"] == 8 and body["words"][2]["end"] == 14
+
+
+@pytest.mark.parametrize("payload, status, message", [
+    ({"text": ""}, 422, "text is empty"),
+    ({"text": "a" * 101}, 413, "limit is 100"),
+    ({"text": "w " * 40}, 413, "limited to 30 words"),
+    ({"text": "hi", "method": "lime"}, 422, "unknown explanation method"),
+    ({"text": "hi", "method": "integrated-gradients"}, 422, "torch backend"),
+])
+def test_explain_limits_are_json_errors(predictor, payload, status, message):
+    from slimtext.serve.workbench import WorkbenchConfig
+
+    app = create_app(predictor, max_chars=MAX_CHARS, workbench=WorkbenchConfig(explain_max_words=30))
+    r = TestClient(app).post("/api/explain", json=payload)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"].lower() or message in r.json()["error"]
+
+
+def test_page_post_highlights_words_escaped_with_a_verdict_bar(predictor):
+    from slimtext.serve.workbench import WorkbenchConfig
+
+    client = TestClient(create_app(predictor, workbench=WorkbenchConfig(explain_max_words=30)))
+    html = client.post("/", data={"text": "<b>stupid</b> idea", "threshold": "0.3"}).text
+    assert "<b>" not in html and "&lt;b&gt;" in html
+    assert re.search(r'<span class="w up" tabindex="0" style="--s: 1.0" data-score="0.7000"[^>]*>stupid</span>', html)
+    assert 'aria-label="stupid: +0.700 towards toxic"' in html
+    assert 'id="gauge-mark" style="left: 30.0%"' in html
+    assert 'style="left: 20.0%; width: 20.0%"' in html  # the review band 0.3 ± 0.1
+    assert 'value="0.30"' in html
+    long = client.post("/", data={"text": "stupid " * 40}).text  # 40 words > 30: the verdict, no highlights
+    assert 'data-label="toxic">toxic</span>' in long and 'class="w ' not in long.split('id="highlighted"')[1]
+    html = client.post("/", data={"text": "meh", "threshold": "0.15"}).text  # p(toxic) 0.2 >= 0.15
+    assert 'data-label="toxic">toxic</span>' in html and 'id="review-flag" class="review" >' in html
+    assert client.post("/", data={"text": "hi", "threshold": "2"}).status_code == 422
+
+
+def test_page_states_the_model_and_its_test_metrics(tmp_path, fake_predict_module):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({
+        "dataset": "davidson", "test_split": "test", "model": "minilm-l6", "method": "head",
+        "test": {"accuracy": 0.912, "macro_f1": 0.8341, "mcc": 0.7, "roc_auc": None}}))
+    html = TestClient(create_app_from_run(run)).get("/").text
+    assert '<dd id="info-dataset">davidson</dd>' in html
+    assert "<dt>test macro-f1</dt><dd>0.834</dd>" in html and "roc-auc" not in html
+
+
+def _upload(client, content: bytes, name="comments.csv", path="/api/score", **data):
+    return client.post(path, files={"file": (name, content, "text/csv")}, data=data)
+
+
+def test_csv_upload_round_trips_row_by_row(client, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = b'id,body\n1,I hate you\n2,""\n3,"multi\nline, ok"\n4,meh\n'
+    r = _upload(client, src, name="../../etc/x y.csv", text_col="body")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv")
+    assert r.headers["content-disposition"] == 'attachment; filename="x_y.scored.csv"'
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [(x["id"], x["body"], x["label"], x["error"]) for x in rows] == [
+        ("1", "I hate you", "toxic", ""), ("2", "", "", "empty text"),
+        ("3", "multi\nline, ok", "not toxic", ""), ("4", "meh", "not toxic", "")]
+    assert [x["needs_review"] for x in rows] == ["false", "", "false", "false"]
+    assert list(tmp_path.iterdir()) == []  # nothing written beside the server
+    r = _upload(client, b'{"text": "I hate it"}\n{"text": ""}\n', name="a.jsonl", threshold="0.95")
+    lines = [json.loads(x) for x in r.text.splitlines()]
+    assert [x["label"] for x in lines] == ["not toxic", None] and lines[0]["needs_review"] is True
+
+
+@pytest.mark.parametrize("content, name, data, status, message", [
+    (b"text\n" + b"hello\n" * 30, "big.csv", {}, 413, "larger than 100 bytes"),
+    (b"text\n" + b"a\n" * 6, "rows.csv", {}, 413, "more than 5 rows"),
+    (b"text\nhi\n", "notes.txt", {}, 415, "cannot tell the format"),
+    (b"text\ncaf\xe9\n", "latin1.csv", {}, 400, "not UTF-8"),
+    (b"body\nhi\n", "cols.csv", {}, 422, "no column 'text'"),
+    (b"text\nhi\n", "t.csv", {"threshold": "7"}, 422, "less than or equal to 1"),
+])
+def test_upload_limits_are_json_errors(predictor, content, name, data, status, message):
+    from slimtext.serve.workbench import WorkbenchConfig
+
+    wb = WorkbenchConfig(upload_max_bytes=100, upload_max_rows=5)
+    client = TestClient(create_app(predictor, workbench=wb))
+    r = _upload(client, content, name=name, **data)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    page = _upload(client, content, name=name, path="/score", **data)  # the form: the page with the error
+    if status != 422 or "threshold" not in data:
+        assert page.status_code == status and message in unescape(page.text) and "text/html" in page.headers["content-type"]
+    r = client.post("/api/score", content=b"x" * 70_000, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and "request body is too large" in r.json()["error"]
+
+
+def test_feedback_appends_one_line_per_correction(predictor, tmp_path):
+    from slimtext.serve.workbench import WorkbenchConfig
+
+    path = tmp_path / "fb" / "feedback.jsonl"
+    client = TestClient(create_app(predictor, workbench=WorkbenchConfig(feedback_path=path)))
+    r = client.post("/api/feedback", json={"text": "I hate <b>mondays</b>", "model_label": "toxic",
+                                           "corrected_label": "not toxic"})
+    assert r.status_code == 200 and r.json() == {"saved": True}
+    html = client.post("/feedback", data={"text": "fine", "model_label": "not toxic",
+                                          "corrected_label": "toxic"}).text
+    assert "Thanks: saved as “toxic” for review." in html
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [(x["text"], x["model_label"], x["corrected_label"]) for x in lines] == [
+        ("I hate <b>mondays</b>", "toxic", "not toxic"), ("fine", "not toxic", "toxic")]
+    assert all(x["time"].endswith("+00:00") for x in lines)
+    r = client.post("/api/feedback", json={"text": "x", "model_label": "toxic", "corrected_label": "spam"})
+    assert r.status_code == 422 and "'spam' is not a label" in r.json()["error"]
+    off = TestClient(create_app(predictor))
+    r = off.post("/api/feedback", json={"text": "x", "model_label": "toxic", "corrected_label": "not toxic"})
+    assert r.status_code == 404 and "--feedback" in r.json()["error"]
+    assert 'id="wrong-button"' not in off.get("/").text and 'id="wrong-button"' in client.get("/").text
+
+
+def _append_many(path, worker, n):
+    from slimtext.serve.workbench import append_feedback
+
+    for i in range(n):
+        append_feedback(path, {"text": f"{worker}-{i} " + "x" * 5000, "corrected_label": "toxic"})
+
+
+def test_feedback_appends_from_several_processes_never_interleave(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "feedback.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(path, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 160
+    assert sorted(json.loads(x)["text"].split()[0] for x in lines) == sorted(
+        f"{w}-{i}" for w in range(4) for i in range(40))
+
+
+def test_feedback_goes_beside_the_run_and_env_configures_it(tmp_path, monkeypatch, fake_predict_module):
+    run = tmp_path / "run"
+    run.mkdir()
+    client = TestClient(create_app_from_run(run))
+    client.post("/api/feedback", json={"text": "x", "model_label": "toxic", "corrected_label": "not toxic"})
+    assert len((run / "feedback.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setenv("SLIMTEXT_RUN_DIR", str(run))
+    monkeypatch.setenv("SLIMTEXT_FEEDBACK", str(tmp_path / "elsewhere.jsonl"))
+    monkeypatch.setenv("SLIMTEXT_REVIEW_BAND", "0.25")
+    client = TestClient(app_from_env())
+    assert client.get("/healthz").json()["review_band"] == 0.25
+    client.post("/api/feedback", json={"text": "y", "model_label": "toxic", "corrected_label": "not toxic"})
+    assert (tmp_path / "elsewhere.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_the_feedback_file_trains_a_model(tmp_path):
+    """The corrections file is a JSON Lines user file: --data FILE --label-col corrected_label."""
+    from conftest import write_tiny_csv
+    from slimtext.config import RunConfig
+    from slimtext.recipes.finetune import train
+    from slimtext.serve.workbench import append_feedback
+
+    path = tmp_path / "feedback.jsonl"
+    rows = write_tiny_csv(tmp_path / "tiny.csv", n=400).read_text().splitlines()[1:]
+    for row in rows:
+        text, label = row.rsplit(",", 1)
+        append_feedback(path, {"text": text, "model_label": "x", "corrected_label": label, "time": "t"})
+    cfg = RunConfig()
+    cfg.data.data, cfg.data.text_col, cfg.data.label_col = str(path), "text", "corrected_label"
+    cfg.rnn.embed_dim, cfg.rnn.hidden_dim = 16, 16
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.threads = 4, 16, 0.02, 1
+    summary = train(cfg, out=tmp_path / "run", quiet=True)
+    assert summary["labels"] == ["neg", "pos"] and summary["test"]["accuracy"] >= 0.85

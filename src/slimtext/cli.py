@@ -162,16 +162,68 @@ def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="text
     """Classify texts with a finished run.
 
     Prints the label, its calibrated probability, the text and every label's calibrated
-    probability."""
+    probability; the run's decision threshold (or --threshold) decides binary labels. With '-',
+    stdin is read and answered in chunks."""
+    from itertools import islice  # noqa: PLC0415
+
+    from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
+    from slimtext.inference.review import ReviewConfig, ReviewPolicy  # noqa: PLC0415
+
+    p = load_predictor(run, backend=backend)
+    policy = ReviewPolicy.for_predictor(p, ReviewConfig(threshold=threshold))
+    lines = (line.rstrip("\r\n") for line in sys.stdin if line.strip()) if texts == ["-"] else iter(texts)
+    while chunk := list(islice(lines, 256)):
+        probs = p.predict_proba(chunk)
+        verdicts = policy.decide(probs)
+        for text, label, q, row in zip(chunk, verdicts.labels, verdicts.probability, probs):
+            detail = ", ".join(f"{lab} {x:.3f}" for lab, x in zip(p.labels, row))
+            typer.echo(f"{label}\t{q:.3f}\t{text!r}\t({detail})")
+
+
+@app.command("score")
+def score_cmd(run: Path, file: Annotated[Path, typer.Argument(help="CSV / TSV (header row) or JSONL file of texts")],
+              text_col: Annotated[str, typer.Option(help="column (or JSONL field) holding the text")] = "text",
+              out: Annotated[Path | None, typer.Option(help="output file (default FILE.scored.EXT); .jsonl writes JSON Lines")] = None,
+              fmt: Annotated[str | None, typer.Option("--format", help="csv, tsv or jsonl (default: from the extension)")] = None,
+              band: Annotated[float, typer.Option(help="needs_review when the positive probability is within this of the threshold")] = 0.1,
+              threshold: Annotated[float | None, typer.Option(help="binary threshold (default: the run's calibrated one, else 0.5)")] = None,
+              chunk_rows: Annotated[int, typer.Option(help="rows per model call")] = 256,
+              backend: BackendOpt = "torch", quiet: bool = False):
+    """Score every row of a file: label, probability, needs_review and error columns.
+
+    Every input row comes back, in order (rows without a text get an error, not a crash)."""
+    from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
+    from slimtext.inference.review import ReviewConfig, ReviewPolicy  # noqa: PLC0415
+    from slimtext.inference.score import ScoreConfig, score_file  # noqa: PLC0415
+
+    p = load_predictor(run, backend=backend)
+    policy = ReviewPolicy.for_predictor(p, ReviewConfig(band=band, threshold=threshold))
+    out = out or file.with_name(f"{file.stem}.scored{file.suffix}")
+    stats = score_file(p, file, out, policy, ScoreConfig(text_col=text_col, chunk_rows=chunk_rows), fmt=fmt, quiet=quiet)
+    typer.echo(f"{out}: {stats.rows} rows ({stats.errors} without a prediction) in {stats.seconds:.1f} s, "
+               f"{stats.rows_per_s:.0f} rows/s", err=True)
+
+
+@app.command("explain")
+def explain_cmd(run: Path, text: Annotated[str, typer.Argument(help="the text to explain")],
+                method: Annotated[str, typer.Option(help="auto (integrated gradients on torch, else occlusion), occlusion or integrated-gradients")] = "auto",
+                backend: BackendOpt = "torch",
+                as_json: Annotated[bool, typer.Option("--json", help="print the explanation as JSON")] = False):
+    """Score each word of a text: how much it pushed towards each label (docs/web.md)."""
+    from slimtext.inference.explain import explain  # noqa: PLC0415
     from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
 
-    if texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    p = load_predictor(run, backend=backend)
-    probs = p.predict_proba(texts)
-    for text, row, k in zip(texts, probs, p.decide(probs, threshold)):
-        detail = ", ".join(f"{lab} {q:.3f}" for lab, q in zip(p.labels, row))
-        typer.echo(f"{p.labels[k]}\t{row[k]:.3f}\t{text!r}\t({detail})")
+    e = explain(load_predictor(run, backend=backend), text, method=method)
+    if as_json:
+        typer.echo(json.dumps(e.to_dict(), indent=2))
+        return
+    best = max(e.probabilities, key=e.probabilities.get)
+    order = [best] + [lab for lab in e.probabilities if lab != best]
+    typer.echo(f"{best}\t{e.probabilities[best]:.3f}\t{e.method}")
+    width = max([4] + [len(w.word) for w in e.words])
+    typer.echo("  " + "word".ljust(width) + "".join(f"  {lab:>10s}" for lab in order))
+    for w in e.words:
+        typer.echo("  " + w.word.ljust(width) + "".join(f"  {w.scores[lab]:+10.4f}" for lab in order))
 
 
 @app.command("export")
@@ -267,14 +319,22 @@ def report_cmd(runs: Annotated[list[Path], typer.Argument(help="run directories,
 def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (default: the run with the best dev macro-F1 in the latest study under runs/)")] = None,
               host: str = "127.0.0.1", port: int = 8000,
               workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model")] = 1,
-              backend: BackendOpt = "torch"):
-    """Serve a model: a page that says whether a text is toxic, and a JSON API (docs/web.md)."""
+              backend: BackendOpt = "torch",
+              feedback: Annotated[Path | None, typer.Option(help="JSON Lines file the 'wrong?' button appends to (default RUN/feedback.jsonl)")] = None,
+              review_band: Annotated[float, typer.Option(help="a verdict within this of the threshold needs review")] = 0.1):
+    """Serve a model: the moderator's page and a JSON API (docs/web.md).
+
+    The page says whether a text is toxic and why (word highlights), scores uploaded files and
+    records corrections."""
     import os  # noqa: PLC0415
 
     from slimtext.experiments.select import default_run  # noqa: PLC0415
     from slimtext.serve.app import serve  # noqa: PLC0415
 
     os.environ["SLIMTEXT_BACKEND"] = backend  # read by every worker's app factory
+    os.environ["SLIMTEXT_REVIEW_BAND"] = str(review_band)
+    if feedback is not None:
+        os.environ["SLIMTEXT_FEEDBACK"] = str(feedback.resolve())
     run = run or default_run()
     typer.echo(f"serving {run} on http://{host}:{port}", err=True)
     serve(run, host=host, port=port, workers=workers)

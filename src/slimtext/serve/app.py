@@ -2,15 +2,18 @@
 
     GET  /                     page with a text box (``?text=...`` pre-fills it)
     POST /                     HTML form post: the page re-rendered with the result (no JavaScript)
-    POST /api/classify         {"text": "..."}        -> {"label", "probabilities", "latency_ms"}
+    POST /api/classify         {"text": "..."}        -> {"label", "probability", "needs_review",
+                                                           "probabilities", "threshold", "latency_ms"}
     POST /api/classify/batch   {"texts": ["...", ...]} -> {"results": [...], "latency_ms"}
-    GET  /healthz              {"status": "ok", "model": ..., "labels": [...]}
+    POST /api/explain, /api/score, /api/feedback, /score, /feedback   see serve/workbench.py
+    GET  /healthz              {"status": "ok", "model": ..., "labels": [...], "threshold", ...}
     GET  /openapi.json, /docs  FastAPI's generated schema and its viewer
 
 Every error is a 4xx/5xx with the JSON body ``{"error": "<what is wrong and where>"}`` (the page
 shows the same message). The model is loaded once, before the first request; endpoints are sync
 functions, so FastAPI runs inference in its threadpool, and the only lock (when the predictor does
-not declare ``thread_safe = True``) is held for one ``predict_proba`` call. How a request travels
+not declare ``thread_safe = True``) is held for one ``predict_proba`` call. Verdicts use the run's
+calibrated threshold (binary tasks) and flag "needs review" within a band around it. How a request travels
 from the page to the model and back, and how to deploy: ``docs/web.md``.
 """
 
@@ -30,6 +33,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from slimtext import __version__
 from slimtext.errors import SlimtextError
+from slimtext.inference.review import ReviewConfig, ReviewPolicy
 
 # The pieces live beside the app; they stay importable from here.
 from slimtext.serve.classifier import Classifier, Predictor
@@ -41,6 +45,15 @@ from slimtext.serve.schemas import (
     ClassifyRequest,
     ClassifyResponse,
     Health,
+)
+from slimtext.serve.workbench import (
+    WorkbenchConfig,
+    add_workbench_routes,
+    explain_one,
+    focus_label,
+    form_threshold,
+    highlight_segments,
+    run_info,
 )
 
 log = logging.getLogger(__name__)
@@ -68,28 +81,37 @@ def create_app(
     max_batch: int = 256,
     model_name: str = "",
     examples: Sequence[str] = DEFAULT_EXAMPLES,
+    workbench: WorkbenchConfig | None = None,
+    info: dict | None = None,
 ) -> FastAPI:
     """Build the app around an already loaded predictor (anything with ``labels`` and
-    ``predict_proba``). ``max_chars`` limits each text, ``max_batch`` the texts per batch call."""
-    clf = Classifier(predictor, max_chars, max_batch)
+    ``predict_proba``). ``max_chars`` limits each text, ``max_batch`` the texts per batch call;
+    ``workbench`` sets the review band, explanation and upload limits and the feedback file;
+    ``info`` is what the page states about the model (``workbench.run_info``)."""
+    wb = workbench or WorkbenchConfig()
+    policy = ReviewPolicy.for_predictor(predictor, ReviewConfig(band=wb.review_band))
+    clf = Classifier(predictor, max_chars, max_batch, policy)
     model_name = model_name or type(predictor).__name__
     # Coarse guard on the raw body before JSON parsing; the per-text limits above give the
     # precise message. 12 bytes/char covers JSON escapes such as "\ud83d\ude00" (one character).
     max_body_bytes = max_batch * (12 * max_chars + 8) + 65536
+    upload_body_bytes = wb.upload_max_bytes + 65536  # the file plus the multipart framing and fields
+    body_limits = {"/api/score": upload_body_bytes, "/score": upload_body_bytes}
 
     app = FastAPI(
         title="slimtext classifier",
         version=__version__,
         description=f"Model **{model_name}**, labels: {', '.join(clf.labels)}.",
     )
-    app.add_middleware(LimitBody, max_bytes=max_body_bytes)
+    app.add_middleware(LimitBody, max_bytes=max_body_bytes, per_path=body_limits)
     app.state.classifier = clf
-    app.state.max_body_bytes = max_body_bytes
+    app.state.body_limit = LimitBody(app, max_body_bytes, body_limits).limit  # for the 413 message
     _install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
 
-    def render(request: Request, text: str = "", status: int = 200, **extra: Any) -> HTMLResponse:
+    def render(request: Request, text: str = "", status: int = 200, threshold: float | None = None,
+               **extra: Any) -> HTMLResponse:
         context = {
             "root": request.scope.get("root_path", "").rstrip("/"),
             "version": __version__,
@@ -100,6 +122,12 @@ def create_app(
             "text": text,
             "result": None,
             "error": None,
+            "notice": None,
+            "segments": None,
+            "policy": policy,
+            "threshold": threshold if threshold is not None else policy.threshold,
+            "info": info or {},
+            "wb": wb,
             **extra,
         }
         return templates.TemplateResponse(request, "index.html", context, status_code=status)
@@ -109,21 +137,31 @@ def create_app(
         return render(request, text[:max_chars])
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
-    def page_post(request: Request, text: Annotated[str, Form()] = "") -> HTMLResponse:
+    def page_post(request: Request, text: Annotated[str, Form()] = "",
+                  threshold: Annotated[str, Form()] = "") -> HTMLResponse:
         start = time.perf_counter()
         try:
+            t = form_threshold(threshold)
             clf.check_text(text)
-            prediction = clf.predict([text])[0]
+            try:
+                result = explain_one(clf, wb, text, threshold=t)
+                segments = highlight_segments(text, result["words"], focus_label(clf, result["label"]))
+            except ApiError as e:
+                if e.status != 413:
+                    raise
+                # too long to explain (characters or words): the verdict alone
+                result, segments = clf.predict([text], t)[0].model_dump(), None
         except ApiError as e:
             return render(request, text, e.status, error=e.message)
-        return render(request, text, result=prediction, latency_ms=_ms_since(start))
+        return render(request, text, threshold=t, result=result, segments=segments,
+                      latency_ms=_ms_since(start))
 
     @app.post("/api/classify", response_model=ClassifyResponse, responses=ERRORS)
     def classify(body: ClassifyRequest) -> ClassifyResponse:
         """Classify one text."""
         start = time.perf_counter()
         clf.check_text(body.text)
-        prediction = clf.predict([body.text])[0]
+        prediction = clf.predict([body.text], body.threshold)[0]
         return ClassifyResponse(**prediction.model_dump(), latency_ms=_ms_since(start))
 
     @app.post("/api/classify/batch", response_model=BatchResponse, responses=ERRORS)
@@ -131,7 +169,7 @@ def create_app(
         """Classify up to max_batch texts in one model call."""
         start = time.perf_counter()
         clf.check_batch(body.texts)
-        results = clf.predict(body.texts)
+        results = clf.predict(body.texts, body.threshold)
         return BatchResponse(results=results, latency_ms=_ms_since(start))
 
     @app.get("/healthz", response_model=Health)
@@ -144,8 +182,11 @@ def create_app(
             labels=clf.labels,
             max_chars=max_chars,
             max_batch=max_batch,
+            threshold=policy.threshold if policy.binary else None,
+            review_band=wb.review_band,
         )
 
+    add_workbench_routes(app, clf, wb, render)
     return app
 
 
@@ -155,8 +196,11 @@ def create_app_from_run(
     max_chars: int = 5000,
     max_batch: int = 256,
     model_name: str = "",
+    workbench: WorkbenchConfig | None = None,
 ) -> FastAPI:
-    """Load the run's predictor once (``slimtext.inference.predictor.load_predictor``), warm it up, build the app."""
+    """Load the run's predictor once (``slimtext.inference.predictor.load_predictor``), warm it up,
+    build the app. Feedback goes to ``RUN/feedback.jsonl`` unless ``workbench.feedback_path`` says
+    otherwise; the page states the run's dataset and test metrics (summary.json)."""
     from slimtext.inference.predictor import (
         load_predictor,  # lazy: torch / onnxruntime load only to serve
     )
@@ -170,8 +214,12 @@ def create_app_from_run(
     predictor = load_predictor(run, backend=os.environ.get("SLIMTEXT_BACKEND", "torch"))
     predictor.predict_proba(["warm up"])  # first call pays for lazy init, not the first user
     log.info("loaded %s in %.1f s", run, time.perf_counter() - start)
+    wb = workbench or WorkbenchConfig()
+    if wb.feedback_path is None:
+        wb.feedback_path = run / "feedback.jsonl"
     return create_app(
-        predictor, max_chars=max_chars, max_batch=max_batch, model_name=model_name or run.name
+        predictor, max_chars=max_chars, max_batch=max_batch, model_name=model_name or run.name,
+        workbench=wb, info=run_info(run),
     )
 
 
@@ -201,11 +249,35 @@ def _env_int(name: str, default: int) -> int:
         raise SlimtextError(f"{name}={value!r} is not an integer") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise SlimtextError(f"{name}={value!r} is not a number") from None
+
+
+def workbench_from_env() -> WorkbenchConfig:
+    """``SLIMTEXT_FEEDBACK`` (feedback file), ``SLIMTEXT_REVIEW_BAND``, ``SLIMTEXT_UPLOAD_MAX_BYTES``,
+    ``SLIMTEXT_UPLOAD_MAX_ROWS``, ``SLIMTEXT_EXPLAIN_MAX_CHARS``, ``SLIMTEXT_EXPLAIN_METHOD``."""
+    d = WorkbenchConfig()
+    feedback = os.environ.get("SLIMTEXT_FEEDBACK", "")
+    return WorkbenchConfig(
+        review_band=_env_float("SLIMTEXT_REVIEW_BAND", d.review_band),
+        explain_max_chars=_env_int("SLIMTEXT_EXPLAIN_MAX_CHARS", d.explain_max_chars),
+        explain_method=os.environ.get("SLIMTEXT_EXPLAIN_METHOD", d.explain_method),
+        upload_max_bytes=_env_int("SLIMTEXT_UPLOAD_MAX_BYTES", d.upload_max_bytes),
+        upload_max_rows=_env_int("SLIMTEXT_UPLOAD_MAX_ROWS", d.upload_max_rows),
+        feedback_path=Path(feedback) if feedback else None,
+    )
+
+
 def app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory slimtext.serve.app:app_from_env`` (one per worker).
 
     Reads ``SLIMTEXT_RUN_DIR`` (required), ``SLIMTEXT_MAX_CHARS``, ``SLIMTEXT_MAX_BATCH``,
-    ``SLIMTEXT_MODEL_NAME`` and ``SLIMTEXT_BACKEND`` (torch, torch-int8, onnx, onnx-int8, auto)."""
+    ``SLIMTEXT_MODEL_NAME``, ``SLIMTEXT_BACKEND`` (torch, torch-int8, onnx, onnx-int8, auto) and
+    the workbench settings of ``workbench_from_env``."""
     run_dir = os.environ.get("SLIMTEXT_RUN_DIR")
     if not run_dir:
         raise SlimtextError("set SLIMTEXT_RUN_DIR to the run directory to serve")
@@ -214,6 +286,7 @@ def app_from_env() -> FastAPI:
         max_chars=_env_int("SLIMTEXT_MAX_CHARS", 5000),
         max_batch=_env_int("SLIMTEXT_MAX_BATCH", 256),
         model_name=os.environ.get("SLIMTEXT_MODEL_NAME", ""),
+        workbench=workbench_from_env(),
     )
 
 
@@ -244,6 +317,7 @@ def serve(
             max_chars=_env_int("SLIMTEXT_MAX_CHARS", 5000),
             max_batch=_env_int("SLIMTEXT_MAX_BATCH", 256),
             model_name=os.environ.get("SLIMTEXT_MODEL_NAME", ""),
+            workbench=workbench_from_env(),
         )
         uvicorn.run(app, host=host, port=port, log_level=log_level, http=HTTP_PROTOCOL)
     else:  # worker processes import the app by name, so the run dir travels in the environment

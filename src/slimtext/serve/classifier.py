@@ -1,5 +1,6 @@
 """The model behind the classifier API (`slimtext.serve.app`): what the app needs from a
-predictor, and the ``Classifier`` that validates texts and calls it under a lock of one call."""
+predictor, and the ``Classifier`` that validates texts, calls it under a lock of one call, and
+turns calibrated probabilities into verdicts (`slimtext.inference.review`)."""
 
 import threading
 from contextlib import nullcontext
@@ -7,6 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from slimtext.inference.explain import ExplainLimits, Explanation, explain
+from slimtext.inference.review import ReviewPolicy
 from slimtext.serve.errors import ApiError
 from slimtext.serve.schemas import Prediction
 
@@ -31,10 +34,12 @@ class Classifier:
     for any other, a lock serialises the calls (held for exactly one ``predict_proba``).
     """
 
-    def __init__(self, predictor: Predictor, max_chars: int, max_batch: int):
+    def __init__(self, predictor: Predictor, max_chars: int, max_batch: int,
+                 policy: ReviewPolicy | None = None):
         self.predictor = predictor
         self.labels = [str(label) for label in predictor.labels]
         self.max_chars, self.max_batch = max_chars, max_batch
+        self.policy = policy or ReviewPolicy.for_predictor(predictor)
         thread_safe = getattr(predictor, "thread_safe", False)
         self._lock = nullcontext() if thread_safe else threading.Lock()
 
@@ -56,7 +61,8 @@ class Classifier:
         for i, text in enumerate(texts):
             self.check_text(text, f"texts[{i}]")
 
-    def predict(self, texts: list[str]) -> list[Prediction]:
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """The predictor's calibrated probabilities (N, C), one call under the lock."""
         with self._lock:
             probs = np.asarray(self.predictor.predict_proba(texts), dtype=np.float64)
         if probs.shape != (len(texts), len(self.labels)):
@@ -64,10 +70,27 @@ class Classifier:
                 f"predict_proba returned shape {probs.shape}; "
                 f"expected ({len(texts)}, {len(self.labels)})"
             )
+        return probs
+
+    def predict(self, texts: list[str], threshold: float | None = None) -> list[Prediction]:
+        return self.verdicts(self.predict_proba(texts), threshold)
+
+    def verdicts(self, probs: np.ndarray, threshold: float | None = None) -> list[Prediction]:
+        policy = self.policy.with_threshold(threshold)
+        v = policy.decide(probs)
         return [
             Prediction(
-                label=self.labels[int(row.argmax())],
-                probabilities={label: float(p) for label, p in zip(self.labels, row, strict=True)},
+                label=label,
+                probabilities={name: float(p) for name, p in zip(self.labels, row, strict=True)},
+                probability=float(p),
+                needs_review=bool(review),
+                threshold=policy.threshold if policy.binary else None,
             )
-            for row in probs
+            for label, p, review, row in zip(v.labels, v.probability, v.needs_review, probs)
         ]
+
+    def explain(self, text: str, method: str, limits: ExplainLimits) -> Explanation:
+        """Word scores for one text (occlusion is one predict_proba call; integrated gradients
+        use the model directly), under the same lock as predictions."""
+        with self._lock:
+            return explain(self.predictor, text, method=method, limits=limits)

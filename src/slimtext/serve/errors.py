@@ -67,17 +67,23 @@ class LimitBody:
     """ASGI middleware: refuse request bodies over ``max_bytes`` before they are parsed.
 
     A too large Content-Length is answered at once (the body is never read); a chunked body
-    is counted as it arrives and the read fails with ``BodyTooLarge`` (answered 413 below)."""
+    is counted as it arrives and the read fails with ``BodyTooLarge`` (answered 413 below).
+    ``per_path`` gives some paths (file uploads) their own limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None):
+        self.app, self.max_bytes, self.per_path = app, max_bytes, per_path or {}
+
+    def limit(self, path: str) -> int:
+        # endswith: behind a proxy's root_path the scope's path may carry a prefix
+        return next((n for p, n in self.per_path.items() if path.endswith(p)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        max_bytes = self.limit(scope.get("path", ""))
         length = Headers(scope=scope).get("content-length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
-            response = _error(413, _too_large(self.max_bytes), {"Connection": "close"})
+        if length.isdigit() and int(length) > max_bytes:
+            response = _error(413, _too_large(max_bytes), {"Connection": "close"})
             return await response(scope, receive, send)
         seen = 0
 
@@ -85,7 +91,7 @@ class LimitBody:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > max_bytes:
                 raise BodyTooLarge()
             return message
 
@@ -121,7 +127,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = f"method {request.method} not allowed on {request.url.path}"
         elif isinstance(cause, BodyTooLarge):
-            return _error(413, _too_large(request.app.state.max_body_bytes))
+            return _error(413, _too_large(request.app.state.body_limit(request.url.path)))
         return _error(exc.status_code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

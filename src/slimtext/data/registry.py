@@ -43,6 +43,7 @@ class TextDataset:
     splits: dict[str, list[Example]]  # 'train', 'dev', 'test', maybe 'test_ood'
     notes: list[str] = field(default_factory=list)
     test_source: str = "official"  # or how the test split was made where there is no official one
+    label_mapping: dict[str, str] = field(default_factory=dict)  # raw label -> label, where normalised
 
     def texts(self, split: str) -> list[str]:
         return [e.text for e in self.splits[split]]

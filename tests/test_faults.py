@@ -1,0 +1,85 @@
+"""Crash consistency: a real training process is SIGKILLed at every write point of a run
+(`slimtext.train.state.WRITE_POINTS`, plus `run_created`), and `--resume` must then end with
+exactly the run an uninterrupted process writes: the same weights, the same metrics rows, the
+same test metrics, one committed checkpoint and no leftovers. For an LSTM and a tiny BERT.
+
+The killed processes fork from a forkserver that imported slimtext once, so each case costs
+its training time rather than an interpreter start."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+
+import fault_hooks
+import pytest
+import torch
+from conftest import write_tiny_bert, write_tiny_csv
+from safetensors.torch import load_file
+
+from slimtext.config import RunConfig
+from slimtext.recipes.finetune import train
+from slimtext.rundir import RunDir
+from slimtext.train.state import EPOCH_POINTS
+
+EPOCHS = 2
+CASES = [("run_created", 0)] + [(p, e) for e in range(1, EPOCHS + 1) for p in EPOCH_POINTS] + [("best_published", EPOCHS)]
+TIMING = {"epoch_seconds", "examples_per_s", "peak_memory_mb"}
+
+_CTX = multiprocessing.get_context("forkserver")
+_CTX.set_forkserver_preload(["slimtext.recipes.finetune", "fault_hooks"])
+
+
+def _config(kind: str, root) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.data = str(write_tiny_csv(root / "tiny.csv", n=120))
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.threads = EPOCHS, 16, 1
+    if kind == "lstm":
+        cfg.rnn.embed_dim, cfg.rnn.hidden_dim, cfg.train.lr = 16, 16, 0.02
+    else:
+        cfg.model.model, cfg.model.max_length = str(write_tiny_bert(root / "tiny-bert")), 32
+        cfg.train.lr, cfg.train.early_stop_metric = 5e-3, "loss"  # loss: epoch 1 or 2 can be best
+    return cfg
+
+
+@pytest.fixture(scope="module", params=["lstm", "bert"])
+def reference(request, tmp_path_factory):
+    """(kind, config, the uninterrupted run) per model."""
+    root = tmp_path_factory.mktemp(request.param)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLIMTEXT_CACHE", str(root / "cache"))
+        mp.delenv("SLIMTEXT_TEST_HOOK", raising=False)
+        cfg = _config(request.param, root)
+        train(cfg, root / "whole", quiet=True)
+    return request.param, cfg, RunDir(root / "whole")
+
+
+def _rows(run: RunDir) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in run.read_metrics()]
+
+
+@pytest.mark.parametrize("point,epoch", CASES, ids=[f"{p}-{e}" for p, e in CASES])
+def test_kill_at_every_write_point_then_resume_equals_the_uninterrupted_run(reference, point, epoch, tmp_path):
+    kind, cfg, whole = reference
+    out = tmp_path / "cut"
+    env = {**os.environ, "SLIMTEXT_KILL_AT": f"{point}:{epoch}"}
+    child = _CTX.Process(target=fault_hooks.train_in_child, args=(cfg.to_dict(), str(out), env))
+    child.start()
+    child.join(300)
+    assert child.exitcode == -signal.SIGKILL, f"the process was not killed at {point}:{epoch}"
+    run = RunDir(out)
+    assert run.exists() and not run.is_finished()
+
+    summary = train(RunConfig(), out, resume=True, quiet=True)
+
+    assert _rows(run) == _rows(whole)
+    assert summary["test"] == whole.read_summary()["test"]
+    assert summary["best_epoch"] == whole.read_summary()["best_epoch"]
+    a, b = load_file(whole.weights_path), load_file(run.weights_path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), kind
+    last_a, last_b = load_file(whole.checkpoint_dir / "model.safetensors"), load_file(run.checkpoint_dir / "model.safetensors")
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+    left = sorted(p.name for p in out.iterdir())
+    assert [n for n in left if n.startswith("checkpoint")] == ["checkpoint", f"checkpoint-{EPOCHS}"]
+    assert not [n for n in left if n.endswith(".tmp")] and not list(out.parent.glob(".cut.creating-*"))

@@ -12,12 +12,12 @@ import multiprocessing
 import os
 import signal
 
-import fault_hooks
 import pytest
 import torch
-from conftest import write_tiny_bert, write_tiny_csv
 from safetensors.torch import load_file
 
+import fault_hooks
+from conftest import write_tiny_bert, write_tiny_csv
 from slimtext.config import RunConfig
 from slimtext.recipes.finetune import train
 from slimtext.rundir import RunDir

@@ -2,15 +2,20 @@
 (`slimtext.train.state.WRITE_POINTS`, plus `run_created`), and `--resume` must then end with
 exactly the run an uninterrupted process writes: the same weights, the same metrics rows, the
 same test metrics, one committed checkpoint and no leftovers. For an LSTM and a tiny BERT.
+Also: one writer per run (the lock), and `study`/`sweep` children die with their parent.
 
 The killed processes fork from a forkserver that imported slimtext once, so each case costs
 its training time rather than an interpreter start."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -83,3 +88,85 @@ def test_kill_at_every_write_point_then_resume_equals_the_uninterrupted_run(refe
     left = sorted(p.name for p in out.iterdir())
     assert [n for n in left if n.startswith("checkpoint")] == ["checkpoint", f"checkpoint-{EPOCHS}"]
     assert not [n for n in left if n.endswith(".tmp")] and not list(out.parent.glob(".cut.creating-*"))
+
+
+# --- one writer per run
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tiny_csv, tmp_path, capsys):
+    from slimtext.rundir import RunLock, RunLockedError
+
+    class Stop(Exception):
+        pass
+
+    def stop(point, state):
+        if point == "cleaned":
+            raise Stop
+
+    cfg = RunConfig()
+    cfg.data.data, cfg.rnn.embed_dim, cfg.rnn.hidden_dim, cfg.train.epochs, cfg.train.threads = str(tiny_csv), 8, 8, 2, 1
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "run", quiet=True, hook=stop)
+    run = RunDir(tmp_path / "run")
+    with RunLock(run.path):  # a live writer (flock is per open file, so this process counts)
+        with pytest.raises(RunLockedError, match=rf"run is being written by PID {os.getpid()} on "):
+            train(RunConfig(), run.path, resume=True, quiet=True)
+    assert len(run.read_metrics()) == 1
+    (run.path / ".lock").write_text("999999999 elsewhere\n")  # a writer that died: no flock held
+    train(RunConfig(), run.path, resume=True)
+    assert "took over the stale lock of 999999999 elsewhere" in capsys.readouterr().err
+    assert run.is_finished() and (run.path / ".lock").read_text() == ""
+
+
+# --- study and sweep children die with them
+
+_PARENT = """
+import sys
+from pathlib import Path
+from slimtext.experiments.study import _sigterm_as_exit, subprocess_runner
+with _sigterm_as_exit():
+    subprocess_runner([sys.executable, "-c", sys.argv[2], sys.argv[1]], Path(sys.argv[1]).with_suffix(".log"))
+"""
+_CHILD = """
+import os, subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+open(sys.argv[1], "w").write(f"{os.getpid()} {grandchild.pid}")
+time.sleep(300)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # a zombie has stopped running
+
+
+def _wait(cond, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["TERM", "INT", "KILL"])
+def test_a_dying_study_takes_its_children_along(tmp_path, sig):
+    pids = tmp_path / "pids"
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(pids), _CHILD])
+    try:
+        assert _wait(lambda: pids.exists() and " " in pids.read_text(), 60), "the child never started"
+        child, grandchild = map(int, pids.read_text().split())
+        parent.send_signal(sig)
+        parent.wait(30)
+        assert _wait(lambda: _gone(child), 15), "the run outlived the study"
+        if sig != signal.SIGKILL:  # a killed study cannot reach the group; PDEATHSIG ends the child
+            assert _wait(lambda: _gone(grandchild), 15), "the run's own child outlived the study"
+    finally:
+        for pid in map(int, pids.read_text().split()) if pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        parent.kill()

@@ -26,7 +26,7 @@ from conftest import write_tiny_bert, write_tiny_csv
 from slimtext.config import RunConfig
 from slimtext.recipes.finetune import train
 from slimtext.rundir import RunDir
-from slimtext.train.state import EPOCH_POINTS
+from slimtext.train.state import EPOCH_POINTS, WRITE_POINTS
 
 EPOCHS = 2
 CASES = [("run_created", 0)] + [(p, e) for e in range(1, EPOCHS + 1) for p in EPOCH_POINTS] + [("best_published", EPOCHS)]
@@ -88,6 +88,27 @@ def test_kill_at_every_write_point_then_resume_equals_the_uninterrupted_run(refe
     left = sorted(p.name for p in out.iterdir())
     assert [n for n in left if n.startswith("checkpoint")] == ["checkpoint", f"checkpoint-{EPOCHS}"]
     assert not [n for n in left if n.endswith(".tmp")] and not list(out.parent.glob(".cut.creating-*"))
+
+
+def test_the_cases_cover_every_write_point_in_order(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.delenv("SLIMTEXT_TEST_HOOK")
+    train(_config("lstm", tmp_path), tmp_path / "run", quiet=True, hook=lambda point, st: seen.append((point, st.epoch)))
+    assert seen == [("run_filled", 0)] + CASES
+    assert {p for p, _ in seen} == {"run_filled", "run_created", *WRITE_POINTS}
+
+
+def test_a_kill_while_the_run_folder_is_built_leaves_no_run_and_the_next_start_cleans_up(tmp_path):
+    cfg = _config("lstm", tmp_path)
+    out = tmp_path / "cut"
+    env = {**os.environ, "SLIMTEXT_KILL_AT": "run_filled:0"}
+    child = _CTX.Process(target=fault_hooks.train_in_child, args=(cfg.to_dict(), str(out), env))
+    child.start()
+    child.join(300)
+    assert child.exitcode == -signal.SIGKILL
+    assert not out.exists() and len(list(tmp_path.glob(".cut.creating-*"))) == 1  # a whole run, or none
+    train(cfg, out, quiet=True)
+    assert RunDir(out).is_finished() and not list(tmp_path.glob(".cut.creating-*"))
 
 
 # --- one writer per run

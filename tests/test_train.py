@@ -40,6 +40,10 @@ def test_train_writes_a_complete_run(tiny_csv, tmp_path):
     assert {"train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "dev_mcc", "dev_roc_auc"} <= set(rows[0])
     assert s["test"]["accuracy"] > 0.8  # the toy task is separable by one cue word
     assert not list(run.path.glob("**/*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in ("model.safetensors", "checkpoint/model.safetensors"):  # readable by a server's user
+        assert (run.path / weights).stat().st_mode & 0o777 == 0o666 & ~umask, weights
     model = prepare(tiny_cfg(tiny_csv)).model
     assert s["total_params"] == sum(p.numel() for p in model.parameters())
     assert s["trainable_params"] == s["total_params"]
@@ -169,3 +173,13 @@ def test_default_run_serves_a_loadable_model_never_the_tfidf_baseline(tiny_csv, 
     chosen = default_run(tmp_path / "runs")
     assert chosen == tmp_path / "runs" / "lstm"
     assert load_predictor(chosen).predict("a good movie") in ("neg", "pos")
+
+
+def test_progress_bars_follow_quiet_and_slimtext_quiet(monkeypatch):
+    from slimtext.train.loop import show_progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.delenv("SLIMTEXT_QUIET", raising=False)
+    assert show_progress() and not show_progress(quiet=True)
+    monkeypatch.setenv("SLIMTEXT_QUIET", "1")
+    assert not show_progress()

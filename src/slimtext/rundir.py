@@ -204,11 +204,11 @@ class RunDir:
         argv = sys.argv if argv is None else argv
         atomic_write_text(self.path / "command.txt", shlex.join(argv) + "\n")
 
-    def build(self, config: dict, fill: Callable[[Path], None] | None = None,
-              argv: list[str] | None = None) -> RunLock:
+    def build(self, config: dict, fill: Callable[[Path], None] | None = None, argv: list[str] | None = None,
+              point: Callable[[str], None] = lambda name: None) -> RunLock:
         """Create the run folder whole: config, command line and `fill(folder)` are written into
         `.<name>.creating-<pid>` beside it, which is locked and then renamed into place (over an
-        empty folder at most). Returns the held lock."""
+        empty folder at most); `point("run_filled")` runs just before the rename. Returns the held lock."""
         parent = self.path.parent
         parent.mkdir(parents=True, exist_ok=True)
         for old in parent.glob(f".{self.path.name}.creating-*"):  # left by a killed process
@@ -225,6 +225,7 @@ class RunDir:
             for f in tmp.rglob("*"):
                 fsync_path(f)
             fsync_path(tmp)
+            point("run_filled")
             os.replace(tmp, self.path)
             fsync_path(parent)
         except BaseException:

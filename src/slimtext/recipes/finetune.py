@@ -151,6 +151,7 @@ def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: 
         run = RunDir(out or default_out(cfg))
         check_out(run.path)
     validate(cfg)
+    hook = hook or hook_from_env()
     ddp.barrier()  # every rank has checked the run directory before rank 0 creates it
     lock = run.lock() if resume and ddp.is_main() else None  # before reading what the writer may change
     try:
@@ -167,10 +168,9 @@ def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: 
                 if p.data.label_mapping:
                     RunDir(folder).write_json("label_mapping.json", p.data.label_mapping)
 
-            lock = run.build(cfg.to_dict(), fill)
+            lock = run.build(cfg.to_dict(), fill, point=lambda name: hook(name, LoopState()) if hook else None)
         if lock and lock.stale:
             log(f"note: took over the stale lock of {lock.stale} (that process is gone)")
-        hook = hook or hook_from_env()
         if hook and not resume:
             hook("run_created", LoopState())
         return _train(cfg, run, p, resume, quiet, loss_fn, extra_summary, hook, log)

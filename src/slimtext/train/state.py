@@ -9,7 +9,7 @@ better epoch replaces it, and `publish_best` copies its weights to `model.safete
 so the best weights always agree with the committed state.
 
 A hook is `hook(point: str, state: LoopState)`, called after every write point in `WRITE_POINTS`
-(and `run_created` by the recipes). Tests use one to SIGKILL a real process at each point;
+(and `run_filled`, `run_created` by `recipes.finetune` as it builds the run folder). Tests use one to SIGKILL a real process at each point;
 `SLIMTEXT_TEST_HOOK=module:function` (or `path/to/file.py:function`) installs one in a subprocess.
 """
 
@@ -75,7 +75,8 @@ def commit_epoch(run: RunDir, st: LoopState, weights: dict, extra: dict, hook: H
     def write(folder: Path) -> None:
         atomic_save_safetensors(folder / "model.safetensors", weights)
         torch.save({**extra, "loop": st.to_saved()}, folder / "state.pt")
-        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in st.rows), encoding="utf-8")
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in st.rows),
+                                             encoding="utf-8")
 
     run.commit_checkpoint(st.epoch, write, point)
     run.write_metrics(st.rows)

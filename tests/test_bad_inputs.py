@@ -120,6 +120,9 @@ def test_resume_refuses_changed_settings_and_names_them(tiny_csv, tmp_path, monk
     code, err = _main(monkeypatch, capsys, ["train", "--resume", str(run.path), "--epochs", "5", "--lr", "0.5"])
     assert code == 2 and err.count("\n") == 1
     assert "train.epochs (run: 2, given: 5)" in err and "train.lr (run: 0.001, given: 0.5)" in err
+    code, err = _main(monkeypatch, capsys, ["train", "--resume", str(run.path), "--rnn-hidden-dim", "128",
+                                            "--set", "train.seed=3"])  # 128 is the default: still given
+    assert code == 2 and "rnn.hidden_dim (run: 8, given: 128)" in err and "train.seed (run: 0, given: 3)" in err
     assert len(run.read_metrics()) == 1 and not run.is_finished()
     code, _ = _main(monkeypatch, capsys, ["train", "--resume", str(run.path), "--threads", "1", "--quiet"])
     assert code == 0  # threads do not change the result: allowed

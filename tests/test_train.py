@@ -183,3 +183,12 @@ def test_progress_bars_follow_quiet_and_slimtext_quiet(monkeypatch):
     assert show_progress() and not show_progress(quiet=True)
     monkeypatch.setenv("SLIMTEXT_QUIET", "1")
     assert not show_progress()
+
+
+def test_an_option_given_at_its_default_still_overrides_the_config_file(tmp_path):
+    from slimtext.config import from_cli
+
+    (tmp_path / "c.yaml").write_text("train:\n  epochs: 5\n  lr: 0.5\n")
+    cfg = from_cli({"epochs": 3, "lr": 1e-3}, ["train"], tmp_path / "c.yaml", ["seed=2"], given={"epochs"})
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.seed) == (3, 0.5, 2)
+    assert cfg.explicit == {("train", "epochs"), ("train", "lr"), ("train", "seed")}

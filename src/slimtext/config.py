@@ -69,6 +69,9 @@ class RunConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # (section, key) pairs the user set (command line, --set, --config); None when built in code.
+    # Not a field: it is not part of the saved config.
+    explicit: typing.ClassVar[frozenset[tuple[str, str]] | None] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -250,18 +253,26 @@ def dataclass_command(klass: type):
 
 
 def from_cli(kwargs: dict, sections: list[str], config_file: Path | None = None,
-             overrides: list[str] | None = None) -> RunConfig:
-    """Build a RunConfig from Typer kwargs. Options left at their default do not override the file."""
+             overrides: list[str] | None = None, given: set[str] | None = None) -> RunConfig:
+    """Build a RunConfig from Typer kwargs. `given` names the options set on the command line
+    (None: those that differ from their default); the others do not override the file."""
     d = read_config_file(config_file) if config_file else {}
+    explicit = {(section, key) for section, values in d.items() for key in (values or {})}
     for section in sections:
         klass, prefix = SECTIONS[section]
         for f in fields(klass):
             key = prefix + f.name
             if key in kwargs:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                if kwargs[key] != default or f.name not in (d.get(section) or {}):
+                set_here = key in given if given is not None else kwargs[key] != default
+                if set_here or f.name not in (d.get(section) or {}):
                     d.setdefault(section, {})[f.name] = kwargs[key]
-    return RunConfig.from_dict(apply_overrides(d, overrides or []))
+                if set_here:
+                    explicit.add((section, f.name))
+    explicit |= {(s, k) for s, values in apply_overrides({}, overrides or []).items() for k in values}
+    cfg = RunConfig.from_dict(apply_overrides(d, overrides or []))
+    cfg.explicit = frozenset(explicit)
+    return cfg
 
 
 def read_config_file(path: Path) -> dict:
@@ -281,9 +292,16 @@ def read_config_file(path: Path) -> dict:
     return d or {}
 
 
+def _set_by_user(ctx, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
 def with_config_options(*sections: str):
     """Decorator: give a Typer command one option per config field of `sections`; the command
-    receives them gathered in `cfg: RunConfig` (after `--config` and `--set` are applied)."""
+    receives them gathered in `cfg: RunConfig` (after `--config` and `--set` are applied), with
+    `cfg.explicit` naming what the user set."""
+    import typer  # noqa: PLC0415
 
     def deco(fn):
         sig = inspect.signature(fn)
@@ -295,10 +313,13 @@ def with_config_options(*sections: str):
         def wrapper(**kwargs):
             mine = {k: v for k, v in kwargs.items() if k in names}
             rest = {k: v for k, v in kwargs.items() if k not in names}
-            cfg = from_cli(rest, list(sections), mine.get("config"), mine.get("set"))
+            ctx = rest.pop("typer_context", None)
+            given = None if ctx is None else {k for k in rest if _set_by_user(ctx, k)}
+            cfg = from_cli(rest, list(sections), mine.get("config"), mine.get("set"), given)
             return fn(cfg=cfg, **mine)
 
-        wrapper.__signature__ = sig.replace(parameters=own + cli_params(list(sections)))
+        context = inspect.Parameter("typer_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        wrapper.__signature__ = sig.replace(parameters=own + cli_params(list(sections)) + [context])
         wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
         return wrapper
 

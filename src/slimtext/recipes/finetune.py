@@ -107,13 +107,15 @@ RESUME_MAY_CHANGE = {("train", "threads"), ("train", "eval_batch_size"), ("train
 
 def resumed_config(given: RunConfig, saved: RunConfig) -> RunConfig:
     """The saved config, with the settings that do not change the result (threads, evaluation batch
-    size, device, data folder) taken from `given` where set. Any other setting given with a value
-    that is neither its default nor the saved one is refused, naming each."""
+    size, device, data folder) taken from `given` where set. Any other setting given with another
+    value than the run's is refused, naming each. What counts as given: `given.explicit` (from the
+    command line), else every value that is not its default."""
     default, g, s = RunConfig().to_dict(), given.to_dict(), saved.to_dict()
     changed = []
     for section, values in g.items():
         for key, value in values.items():
-            if value in (default[section][key], s[section][key]):
+            set_here = (section, key) in given.explicit if given.explicit is not None else value != default[section][key]
+            if not set_here or value == s[section][key]:
                 continue
             if (section, key) in RESUME_MAY_CHANGE:
                 s[section][key] = value

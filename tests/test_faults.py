@@ -139,6 +139,20 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tiny_csv, tmp
     assert run.is_finished() and (run.path / ".lock").read_text() == ""
 
 
+def test_a_study_leaves_a_run_another_process_is_writing_alone(tmp_path):
+    from slimtext.experiments.study import PlannedRun, execute
+    from slimtext.rundir import RunLock
+
+    busy = tmp_path / "busy-s0"
+    busy.mkdir()
+    (busy / "config.yaml").write_text("{}\n")
+    calls = []
+    plan = [PlannedRun("busy-s0", "busy", 0, ["slimtext", "train", "--out", str(busy)])]
+    with RunLock(busy):
+        status = execute(plan, tmp_path, runner=lambda argv, log: calls.append(argv) or 1, quiet=True)
+    assert status == {"busy-s0": "failed"} and not calls and (busy / "config.yaml").exists()
+
+
 # --- study and sweep children die with them
 
 _PARENT = """

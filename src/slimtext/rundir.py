@@ -226,7 +226,12 @@ class RunDir:
                 fsync_path(f)
             fsync_path(tmp)
             point("run_filled")
-            os.replace(tmp, self.path)
+            try:
+                os.replace(tmp, self.path)
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+                raise SlimtextError(f"{self.path} appeared while this run was being set up; choose another --out") from None
             fsync_path(parent)
         except BaseException:
             lock.release()

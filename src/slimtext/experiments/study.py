@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from slimtext.errors import SlimtextError, UnknownNameError
-from slimtext.rundir import atomic_write_json
+from slimtext.rundir import RunLock, RunLockedError, atomic_write_json
 
 # (argv of the whole command line, log file) -> exit status
 Runner = Callable[[list[str], Path], int]
@@ -301,6 +301,17 @@ def _sigterm_as_exit():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
+def _busy(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (another study writing the same folder)."""
+    if not (run_dir / ".lock").exists():
+        return False
+    try:
+        RunLock(run_dir).acquire().release()
+    except RunLockedError:
+        return True
+    return False
+
+
 def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool) -> dict[str, str]:
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     status: dict[str, str] = {}
@@ -316,6 +327,10 @@ def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool) -> 
         if missing:
             status[run.name] = "blocked"
             say(f"{head}: blocked, {', '.join(missing)} did not finish")
+            continue
+        if _busy(d):
+            status[run.name] = "failed"
+            say(f"{head}: another process is writing it ({(d / '.lock').read_text().strip()}); skipped")
             continue
         if run.resume_argv and (d / "checkpoint" / "state.pt").exists():
             argv, action = run.resume_argv, "resuming"

@@ -111,6 +111,37 @@ def test_a_kill_while_the_run_folder_is_built_leaves_no_run_and_the_next_start_c
     assert RunDir(out).is_finished() and not list(tmp_path.glob(".cut.creating-*"))
 
 
+def test_a_run_interrupted_before_checkpoint_folders_existed_resumes(tmp_path):
+    """The previous layout: a real `checkpoint/` folder (weights, state.pt without metrics rows) and
+    the best weights already in model.safetensors."""
+    cfg = _config("lstm", tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("SLIMTEXT_TEST_HOOK")
+        train(cfg, tmp_path / "whole", quiet=True)
+
+        def stop(point, st):
+            if point == "cleaned":
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "old", quiet=True, hook=stop)
+    old = RunDir(tmp_path / "old")
+    (old.path / "checkpoint").unlink()
+    os.replace(old.path / "checkpoint-1", old.path / "checkpoint")
+    (old.path / "checkpoint" / "metrics.jsonl").unlink()
+    saved = torch.load(old.path / "checkpoint" / "state.pt", weights_only=True)
+    del saved["loop"]["stopped"]
+    torch.save(saved, old.path / "checkpoint" / "state.pt")
+    os.link(old.path / "checkpoint" / "model.safetensors", old.weights_path)
+
+    train(RunConfig(), old.path, resume=True, quiet=True)
+    whole = RunDir(tmp_path / "whole")
+    assert _rows(old) == _rows(whole)
+    a, b = load_file(whole.weights_path), load_file(old.weights_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (old.path / "checkpoint").is_symlink() and not list(old.path.glob(".*.tmp"))
+
+
 # --- one writer per run
 
 

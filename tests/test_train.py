@@ -192,3 +192,25 @@ def test_an_option_given_at_its_default_still_overrides_the_config_file(tmp_path
     cfg = from_cli({"epochs": 3, "lr": 1e-3}, ["train"], tmp_path / "c.yaml", ["seed=2"], given={"epochs"})
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.seed) == (3, 0.5, 2)
     assert cfg.explicit == {("train", "epochs"), ("train", "lr"), ("train", "seed")}
+
+
+@pytest.mark.parametrize("method", ["lora", "head"])
+def test_a_lora_or_head_student_stands_alone_once_its_teacher_is_gone(tiny_csv, tiny_bert, tmp_path, method):
+    import shutil
+
+    from slimtext.inference.predictor import load_predictor
+    from slimtext.recipes.distill import distill
+
+    teacher = tiny_cfg(tiny_csv, epochs=1, lr=5e-3)
+    teacher.model.model, teacher.model.max_length = str(tiny_bert), 32
+    train(teacher, out=tmp_path / "teacher", quiet=True)
+    student = RunConfig()
+    student.model.method, student.distill.teacher, student.distill.student_layers = method, str(tmp_path / "teacher"), "2"
+    student.train.epochs, student.train.threads, student.train.lr = 1, 1, 1e-2
+    distill(student, out=tmp_path / "student", quiet=True)
+    texts = ["a good movie", "an awful plot", "the actor was fine"]
+    before = load_predictor(tmp_path / "student").predict_proba(texts)
+    shutil.move(tmp_path / "teacher", tmp_path / "moved")  # the study folder was reorganised
+    after = load_predictor(tmp_path / "student").predict_proba(texts)
+    assert (tmp_path / "student" / "frozen.safetensors").exists()
+    assert (before == after).all()

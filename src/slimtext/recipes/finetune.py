@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slimtext.checkpoint import load_weights, save_weights
+from slimtext.checkpoint import FROZEN, load_weights, needs_frozen_copy, save_weights
 from slimtext.config import ConfigError, RunConfig, validate
 from slimtext.data.batches import EncodedSplit, collate
 from slimtext.data.registry import TextDataset, load_dataset
 from slimtext.errors import SlimtextError
 from slimtext.models import format_param_report, param_report
 from slimtext.models.factory import apply_method, build_classifier, build_tokenizer
-from slimtext.rundir import RunDir, load_safetensors
+from slimtext.rundir import RunDir, atomic_save_safetensors, load_safetensors
 from slimtext.train import ddp, head_cache
 from slimtext.train.loop import evaluate, fit, resolve_device, seed_everything
 from slimtext.train.metrics import confusion
@@ -169,6 +169,8 @@ def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: 
                 RunDir(folder).write_json("splits.json", p.data.split_ids())
                 if p.data.label_mapping:
                     RunDir(folder).write_json("label_mapping.json", p.data.label_mapping)
+                if needs_frozen_copy(cfg):  # the run stands alone: no path to its teacher is followed again
+                    atomic_save_safetensors(folder / FROZEN, p.model.state_dict())
 
             lock = run.build(cfg.to_dict(), fill, point=lambda name: hook(name, LoopState()) if hook else None)
         if lock and lock.stale:

@@ -12,6 +12,8 @@ Layout (every method writes the same names):
       checkpoint-N/     epoch N: weights, optimizer/scheduler/RNG/loop state, metrics rows so far
       .lock             "PID HOST" of the process writing the run (an fcntl.flock)
       *.json            tokenizer / vocabulary / label names needed to rebuild the model
+                        (label_mapping.json: how a user file's raw labels were normalised)
+      frozen.safetensors a head/LoRA layer student's frozen teacher layers (the run stands alone)
 
 Every write goes to a temporary file in the same folder, is fsynced and then renamed over the
 target, so a crash never leaves a half-written file behind. An epoch commits in one step: its

@@ -137,6 +137,20 @@ def position_limit(model: torch.nn.Module) -> int | None:
     return None
 
 
+def write_run_files(folder: Path, cfg: RunConfig, p: Prepared) -> None:
+    """What rebuilds the model besides its weights: tokenizer, labels (and how they were
+    normalised), split ids, and a head/LoRA student's frozen teacher layers (so that the run
+    stands alone: no path to its teacher is followed again)."""
+    run = RunDir(folder)
+    p.tokenizer.save(folder / "tokenizer")
+    run.write_json("labels.json", p.data.labels)
+    run.write_json("splits.json", p.data.split_ids())
+    if p.data.label_mapping:
+        run.write_json("label_mapping.json", p.data.label_mapping)
+    if needs_frozen_copy(cfg):
+        atomic_save_safetensors(folder / FROZEN, p.model.state_dict())
+
+
 def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: bool = False,
           loss_fn=None, prepared: Prepared | None = None, extra_summary: dict | None = None,
           hook: Hook | None = None) -> dict:
@@ -163,16 +177,8 @@ def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: 
             raise ConfigError(f"model.max_length {cfg.model.max_length} exceeds the {limit} positions of "
                               f"{cfg.model.model}; use --max-length {limit} or less")
         if not resume and ddp.is_main():
-            def fill(folder: Path) -> None:
-                p.tokenizer.save(folder / "tokenizer")
-                RunDir(folder).write_json("labels.json", p.data.labels)
-                RunDir(folder).write_json("splits.json", p.data.split_ids())
-                if p.data.label_mapping:
-                    RunDir(folder).write_json("label_mapping.json", p.data.label_mapping)
-                if needs_frozen_copy(cfg):  # the run stands alone: no path to its teacher is followed again
-                    atomic_save_safetensors(folder / FROZEN, p.model.state_dict())
-
-            lock = run.build(cfg.to_dict(), fill, point=lambda name: hook(name, LoopState()) if hook else None)
+            lock = run.build(cfg.to_dict(), lambda folder: write_run_files(folder, cfg, p),
+                             point=lambda name: hook(name, LoopState()) if hook else None)
         if lock and lock.stale:
             log(f"note: took over the stale lock of {lock.stale} (that process is gone)")
         if hook and not resume:

@@ -161,9 +161,20 @@ def test_duplicates_and_train_test_overlap_warn_and_dedupe_drops_them(tmp_path):
     text = path.read_text()
     path.write_text(text + "".join(text.splitlines(keepends=True)[1:11]))  # 10 rows again
     ds = load_dataset(DataConfig(data=str(path)))
-    assert any("repeated rows (first at line" in n and "--dedupe" in n for n in ds.notes), ds.notes
+    assert any("repeated rows (first at line" in w and "--dedupe" in w for w in ds.warnings), ds.warnings
     total = sum(len(v) for v in ds.splits.values())
     clean = load_dataset(DataConfig(data=str(path), dedupe=True))
     texts = [e.text for v in clean.splits.values() for e in v]
     assert len(texts) == len(set(texts)) < total
-    assert not [n for n in clean.notes if "also appear in train" in n]
+    assert not [w for w in clean.warnings if "also appear in train" in w]
+
+
+def test_a_small_or_single_class_file_loads_for_evaluation_but_does_not_train(tmp_path):
+    from slimtext.data.registry import check_trainable
+    from slimtext.errors import SlimtextError
+
+    (tmp_path / "d.csv").write_bytes(_csv(_labelled(20, labels=("pos",))))
+    ds = load_dataset(DataConfig(data=str(tmp_path / "d.csv")))  # e.g. `slimtext.evaluate(run, data=...)`
+    assert ds.labels == ["pos"] and sum(len(v) for v in ds.splits.values()) == 20
+    with pytest.raises(SlimtextError, match="holds 1 class"):
+        check_trainable(ds)

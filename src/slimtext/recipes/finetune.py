@@ -18,7 +18,7 @@ import torch
 from slimtext.checkpoint import FROZEN, load_weights, needs_frozen_copy, save_weights
 from slimtext.config import ConfigError, RunConfig, validate
 from slimtext.data.batches import EncodedSplit, collate
-from slimtext.data.registry import TextDataset, load_dataset
+from slimtext.data.registry import TextDataset, check_trainable, load_dataset
 from slimtext.errors import SlimtextError
 from slimtext.models import format_param_report, param_report
 from slimtext.models.factory import apply_method, build_classifier, build_tokenizer
@@ -46,6 +46,7 @@ def encode_splits(data: TextDataset, tokenizer) -> dict[str, EncodedSplit]:
 def prepare(cfg: RunConfig, saved_tokenizer: Path | None = None) -> Prepared:
     """Dataset, tokenizer, encoded splits and the model with its method applied (seeded)."""
     data = load_dataset(cfg.data)
+    check_trainable(data)
     tokenizer = build_tokenizer(cfg, data.texts("train"), saved_tokenizer)
     seed_everything(cfg.train.seed)
     model = build_classifier(cfg, len(data.labels), tokenizer)
@@ -196,6 +197,8 @@ def _train(cfg: RunConfig, run: RunDir, p: Prepared, resume: bool, quiet: bool, 
         f"splits {', '.join(f'{k} {len(v)}' for k, v in p.data.splits.items())}")
     for note in p.data.notes:
         log(f"note: {note}")
+    for warning in p.data.warnings:
+        log(f"warning: {warning}")
     method = cfg.model.method
     model, splits, cache_seconds = p.model, p.splits, 0.0
     if method == "head" and head_cache.supports(p.model):  # frozen encoder: run it once, not per epoch

@@ -244,7 +244,7 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
     splits, overlap = checked_overlap(splits, cfg.dedupe)
     order = ["train", "dev", "test", "test_ood"]
     return TextDataset(name, labels, {k: splits[k] for k in order if k in splits}, notes, test_source,
-                       label_mapping, warnings + overlap)
+                       label_mapping=label_mapping, warnings=warnings + overlap)
 
 
 def check_trainable(ds: TextDataset) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real datasets beside the checkout, an isolated cache, tiny CSV data."""
+"""Shared fixtures: the real datasets beside the checkout, an isolated cache, the write-point
+hook of fault_hooks.py, tiny CSV data and a tiny BERT."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     extracted mpnet checkpoint is shared through SLIMTEXT_MODEL_CACHE when set."""
     monkeypatch.setenv("SLIMTEXT_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("SLIMTEXT_DATA", str(SHARED_DATA))
+    # training processes started by a test can be killed at a named write point (fault_hooks.py)
+    monkeypatch.setenv("SLIMTEXT_TEST_HOOK", f"{Path(__file__).parent / 'fault_hooks.py'}:kill")
 
 
 def write_tiny_csv(path: Path, n: int = 300, seed: int = 0) -> Path:

@@ -40,6 +40,10 @@ def test_train_writes_a_complete_run(tiny_csv, tmp_path):
     assert {"train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "dev_mcc", "dev_roc_auc"} <= set(rows[0])
     assert s["test"]["accuracy"] > 0.8  # the toy task is separable by one cue word
     assert not list(run.path.glob("**/*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in ("model.safetensors", "checkpoint/model.safetensors"):  # readable by a server's user
+        assert (run.path / weights).stat().st_mode & 0o777 == 0o666 & ~umask, weights
     model = prepare(tiny_cfg(tiny_csv)).model
     assert s["total_params"] == sum(p.numel() for p in model.parameters())
     assert s["trainable_params"] == s["total_params"]
@@ -172,3 +176,44 @@ def test_default_run_serves_the_best_loadable_model_tfidf_included(tiny_csv, tmp
     assert load_predictor(chosen).predict("a good movie") in ("neg", "pos")
     (chosen / "tfidf.safetensors").unlink()  # a run it cannot load is never chosen
     assert default_run(tmp_path / "runs") == tmp_path / "runs" / "lstm"
+
+
+def test_progress_bars_follow_quiet_and_slimtext_quiet(monkeypatch):
+    from slimtext.train.loop import show_progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.delenv("SLIMTEXT_QUIET", raising=False)
+    assert show_progress() and not show_progress(quiet=True)
+    monkeypatch.setenv("SLIMTEXT_QUIET", "1")
+    assert not show_progress()
+
+
+def test_an_option_given_at_its_default_still_overrides_the_config_file(tmp_path):
+    from slimtext.config import from_cli
+
+    (tmp_path / "c.yaml").write_text("train:\n  epochs: 5\n  lr: 0.5\n")
+    cfg = from_cli({"epochs": 3, "lr": 1e-3}, ["train"], tmp_path / "c.yaml", ["seed=2"], given={"epochs"})
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.seed) == (3, 0.5, 2)
+    assert cfg.explicit == {("train", "epochs"), ("train", "lr"), ("train", "seed")}
+
+
+@pytest.mark.parametrize("method", ["lora", "head"])
+def test_a_lora_or_head_student_stands_alone_once_its_teacher_is_gone(tiny_csv, tiny_bert, tmp_path, method):
+    import shutil
+
+    from slimtext.inference.predictor import load_predictor
+    from slimtext.recipes.distill import distill
+
+    teacher = tiny_cfg(tiny_csv, epochs=1, lr=5e-3)
+    teacher.model.model, teacher.model.max_length = str(tiny_bert), 32
+    train(teacher, out=tmp_path / "teacher", quiet=True)
+    student = RunConfig()
+    student.model.method, student.distill.teacher, student.distill.student_layers = method, str(tmp_path / "teacher"), "2"
+    student.train.epochs, student.train.threads, student.train.lr = 1, 1, 1e-2
+    distill(student, out=tmp_path / "student", quiet=True)
+    texts = ["a good movie", "an awful plot", "the actor was fine"]
+    before = load_predictor(tmp_path / "student").predict_proba(texts)
+    shutil.move(tmp_path / "teacher", tmp_path / "moved")  # the study folder was reorganised
+    after = load_predictor(tmp_path / "student").predict_proba(texts)
+    assert (tmp_path / "student" / "frozen.safetensors").exists()
+    assert (before == after).all()

@@ -5,7 +5,8 @@ finished run becomes an `nn.Module` again.
                                   ones (head-only and LoRA: the frozen base comes from elsewhere)
     load_weights(model, sd, method)
     build_model(cfg, labels, tok) the architecture a run config describes (a layer-selected
-                                  student cut from its base checkpoint or teacher included)
+                                  student cut from its base checkpoint, its frozen teacher layers
+                                  from the run's own frozen.safetensors)
     load_model(run)               (model, tokenizer, config, labels) of a finished run, eval mode
     load_teacher(run)             the same, for a finished teacher run (a clear error otherwise)
 """
@@ -44,16 +45,25 @@ def load_weights(model: nn.Module, sd: dict, method: str) -> None:
     model.load_state_dict(sd)
 
 
-def build_student(cfg: RunConfig, num_labels: int) -> nn.Module:
+FROZEN = "frozen.safetensors"  # a head/LoRA student's frozen teacher layers, kept in its own run
+
+
+def needs_frozen_copy(cfg: RunConfig) -> bool:
+    """A head/LoRA layer student: its frozen weights are its teacher's layers, not a named checkpoint."""
+    return bool(cfg.distill.teacher) and cfg.distill.student == "layers" and cfg.model.method != "full"
+
+
+def build_student(cfg: RunConfig, num_labels: int, frozen: Path | None = None) -> nn.Module:
     """Rebuild a layer-selected student from its run config.
 
     method full: the base checkpoint `cfg.model.model` cut to `cfg.distill.student_layers`; the
     run's weights then overwrite every tensor, so the teacher run is not needed. head / lora: the
-    frozen weights are the teacher's own layers, so they are taken from the teacher run again
-    (`cfg.distill.teacher`), which must still exist.
+    frozen weights are the teacher's own layers: the run's own copy `frozen` (FROZEN) when it has
+    one, so the run stands alone; runs from before that copy take them from the teacher run again
+    (`cfg.distill.teacher`), which must then still exist.
     """
     m = cfg.model
-    if m.method != "full":
+    if m.method != "full" and not (frozen and frozen.exists()):
         teacher = load_teacher(Path(cfg.distill.teacher))[0]
         layers = parse_student_layers(cfg.distill.student_layers, len(teacher.encoder.layers))
         return layer_student(teacher, layers, num_labels, m.head_dropout)
@@ -63,13 +73,17 @@ def build_student(cfg: RunConfig, num_labels: int) -> nn.Module:
     return model
 
 
-def build_model(cfg: RunConfig, num_labels: int, tokenizer) -> nn.Module:
-    """The architecture of a run, method applied, weights not yet loaded."""
+def build_model(cfg: RunConfig, num_labels: int, tokenizer, run_dir: Path | None = None) -> nn.Module:
+    """The architecture of a run, method applied, weights not yet loaded (except a head/LoRA
+    student's frozen layers, read from the run's FROZEN copy when it has one)."""
+    frozen = Path(run_dir) / FROZEN if run_dir else None
     if cfg.distill.teacher and cfg.distill.student == "layers":
-        model = build_student(cfg, num_labels)
+        model = build_student(cfg, num_labels, frozen)
     else:
         model = build_classifier(cfg, num_labels, tokenizer)
     apply_method(model, cfg)
+    if needs_frozen_copy(cfg) and frozen is not None and frozen.exists():
+        load_weights(model, load_safetensors(frozen), "full")
     return model
 
 
@@ -81,7 +95,7 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, object, RunConfig, list[
     cfg = RunConfig.from_dict(run.read_config())
     labels = run.read_json("labels.json")
     tokenizer = build_tokenizer(cfg, saved=run.path / "tokenizer")
-    model = build_model(cfg, len(labels), tokenizer)
+    model = build_model(cfg, len(labels), tokenizer, run.path)
     load_weights(model, load_safetensors(run.weights_path), cfg.model.method)
     return model.eval(), tokenizer, cfg, labels
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,9 +21,13 @@ from slimtext.data.registry import DataConfig
 from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.models.lora import LoRAConfig
 from slimtext.models.rnn import RNNConfig
-from slimtext.train.loop import TrainConfig
+from slimtext.train.loop import METRICS, OPTIMIZERS, PRECISIONS, TrainConfig
 
 METHODS = ("full", "head", "lora")
+
+
+class ConfigError(SlimtextError):
+    """A setting of the wrong type or out of range (named as section.key)."""
 
 
 @dataclass
@@ -64,6 +69,9 @@ class RunConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # (section, key) pairs the user set (command line, --set, --config); None when built in code.
+    # Not a field: it is not part of the saved config.
+    explicit: typing.ClassVar[frozenset[tuple[str, str]] | None] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,7 +85,8 @@ class RunConfig:
             extra = set(given) - known
             if extra:
                 raise SlimtextError(f"unknown key(s) {sorted(extra)} in section {name!r}; valid: {sorted(known)}")
-            parts[name] = klass(**given)
+            hints = typing.get_type_hints(klass)
+            parts[name] = klass(**{k: typed(f"{name}.{k}", v, hints[k]) for k, v in given.items()})
         unknown = set(d) - set(SECTIONS)
         if unknown:
             raise SlimtextError(f"unknown config section(s) {sorted(unknown)}; valid: {list(SECTIONS)}")
@@ -87,15 +96,86 @@ class RunConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _coerce(value: str, typ: Any):
-    typ = typing.get_args(typ)[0] if type(None) in typing.get_args(typ) else typ
-    if value.lower() in ("none", "null") :
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _coerce(value: str, typ: Any, key: str = "value"):
+    optional = type(None) in typing.get_args(typ)
+    typ = typing.get_args(typ)[0] if optional else typ
+    if value.lower() in ("none", "null") and (optional or typ is str):
         return None
     if typ is bool:
         if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise SlimtextError(f"expected true/false, got {value!r}")
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
         return value.lower() in ("true", "1", "yes")
-    return typ(value)
+    try:
+        return typ(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be {_TYPE_NAMES.get(typ, typ.__name__)}, got {value!r}") from None
+
+
+def typed(key: str, value: Any, typ: Any):
+    """A value from a YAML file checked against its field's type (a string such as '1e-3', which
+    YAML 1.1 leaves unparsed, is converted when it reads as the right type)."""
+    optional = type(None) in typing.get_args(typ)
+    base = typing.get_args(typ)[0] if optional else typ
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} must be {_TYPE_NAMES.get(base, base)}, got null")
+    if isinstance(value, str) and base is not str:
+        return _coerce(value, typ, key)
+    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str)}.get(base, lambda v: True)
+    if not ok(value):
+        raise ConfigError(f"{key} must be {_TYPE_NAMES.get(base, base)}, got {value!r}")
+    return float(value) if base is float else value
+
+
+def _check(ok: bool, key: str, value: Any, want: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {want}, got {value!r}")
+
+
+def _choice(value: str, valid: tuple[str, ...], kind: str) -> None:
+    if value not in valid:
+        raise UnknownNameError(kind, value, list(valid))
+
+
+def validate(cfg: RunConfig) -> None:
+    """Ranges and names of every setting a run uses, checked before anything is created."""
+    t, m, r, lo, d = cfg.train, cfg.model, cfg.rnn, cfg.lora, cfg.distill
+    for key, value in (("epochs", t.epochs), ("batch_size", t.batch_size), ("eval_batch_size", t.eval_batch_size)):
+        _check(value >= 1, f"train.{key}", value, ">= 1")
+    _check(math.isfinite(t.lr) and t.lr > 0, "train.lr", t.lr, "a finite number > 0")
+    for key, value in (("threads", t.threads), ("patience", t.patience), ("grad_clip", t.grad_clip),
+                       ("weight_decay", t.weight_decay), ("momentum", t.momentum)):
+        _check(value >= 0 and math.isfinite(value), f"train.{key}", value, ">= 0")
+    _check(0 <= t.warmup_ratio < 1, "train.warmup_ratio", t.warmup_ratio, "in [0, 1)")
+    _choice(t.optimizer, OPTIMIZERS, "optimizer")
+    _choice(t.schedule, ("linear", "constant"), "schedule")
+    _choice(t.early_stop_metric, METRICS, "metric")
+    _choice(t.precision, PRECISIONS, "precision")
+    if not (t.device in ("auto", "cpu", "mps", "cuda") or t.device.startswith("cuda:") and t.device[5:].isdigit()):
+        raise UnknownNameError("device", t.device, ["auto", "cpu", "cuda", "cuda:N", "mps"])
+    _choice(m.method, METHODS, "method")
+    _choice(m.tokenizer, ("word", "char"), "tokenizer")
+    _choice(m.pooling, ("auto", "pooler", "cls", "mean"), "pooling")
+    for key, value in (("max_length", m.max_length), ("min_freq", m.min_freq), ("max_vocab", m.max_vocab)):
+        _check(value >= 1, f"model.{key}", value, ">= 1")
+    for key, value in (("model.head_dropout", m.head_dropout), ("rnn.dropout", r.dropout), ("lora.dropout", lo.dropout)):
+        _check(0 <= value < 1, key, value, "in [0, 1)")
+    for key, value in (("embed_dim", r.embed_dim), ("hidden_dim", r.hidden_dim), ("num_layers", r.num_layers)):
+        _check(value >= 1, f"rnn.{key}", value, ">= 1")
+    _choice(r.cell, ("rnn", "lstm", "gru"), "cell")
+    _choice(r.pooling, ("last", "mean", "max"), "rnn pooling")
+    _check(lo.rank >= 1, "lora.rank", lo.rank, ">= 1")
+    _check(math.isfinite(lo.alpha) and lo.alpha > 0, "lora.alpha", lo.alpha, "a finite number > 0")
+    _check(0 <= d.kd_alpha <= 1, "distill.kd_alpha", d.kd_alpha, "in [0, 1]")
+    _check(math.isfinite(d.temperature) and d.temperature > 0, "distill.temperature", d.temperature, "> 0")
+    n = cfg.data.max_examples
+    _check(n is None or n >= 1, "data.max_examples", n, ">= 1 (or unset)")
 
 
 def split_override(item: str, what: str = "override") -> tuple[str, str]:
@@ -106,12 +186,12 @@ def split_override(item: str, what: str = "override") -> tuple[str, str]:
     return key, value
 
 
-def coerce_field(klass: type, name: str, value: str, what: str):
+def coerce_field(klass: type, name: str, value: str, what: str, key: str | None = None):
     """`value` typed as field `name` of dataclass `klass`; an unknown name lists the valid ones."""
     hints = typing.get_type_hints(klass)
     if name not in hints:
         raise UnknownNameError(what, name, list(hints))
-    return _coerce(value, hints[name])
+    return _coerce(value, hints[name], key or name)
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
@@ -127,7 +207,8 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
             section, name = owners[0], key
         if section not in SECTIONS:
             raise UnknownNameError("config section", section, list(SECTIONS))
-        d.setdefault(section, {})[name] = coerce_field(SECTIONS[section][0], name, value, f"{section} key")
+        value = coerce_field(SECTIONS[section][0], name, value, f"{section} key", key=f"--set {section}.{name}")
+        d.setdefault(section, {})[name] = value
     return d
 
 
@@ -188,24 +269,55 @@ def dataclass_command(klass: type):
 
 
 def from_cli(kwargs: dict, sections: list[str], config_file: Path | None = None,
-             overrides: list[str] | None = None) -> RunConfig:
-    """Build a RunConfig from Typer kwargs. Options left at their default do not override the file."""
-    d: dict = yaml.safe_load(Path(config_file).read_text()) if config_file else {}
-    d = d or {}
+             overrides: list[str] | None = None, given: set[str] | None = None) -> RunConfig:
+    """Build a RunConfig from Typer kwargs. `given` names the options set on the command line
+    (None: those that differ from their default); the others do not override the file."""
+    d = read_config_file(config_file) if config_file else {}
+    explicit = {(section, key) for section, values in d.items() for key in (values or {})}
     for section in sections:
         klass, prefix = SECTIONS[section]
         for f in fields(klass):
             key = prefix + f.name
             if key in kwargs:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                if kwargs[key] != default or f.name not in (d.get(section) or {}):
+                set_here = key in given if given is not None else kwargs[key] != default
+                if set_here or f.name not in (d.get(section) or {}):
                     d.setdefault(section, {})[f.name] = kwargs[key]
-    return RunConfig.from_dict(apply_overrides(d, overrides or []))
+                if set_here:
+                    explicit.add((section, f.name))
+    explicit |= {(s, k) for s, values in apply_overrides({}, overrides or []).items() for k in values}
+    cfg = RunConfig.from_dict(apply_overrides(d, overrides or []))
+    cfg.explicit = frozenset(explicit)
+    return cfg
+
+
+def read_config_file(path: Path) -> dict:
+    """A `--config` YAML file: a mapping of sections, or a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if d is not None and not isinstance(d, dict):
+        raise ConfigError(f"--config {path}: expected sections (data, model, train, ...), got a {type(d).__name__}")
+    for section, values in (d or {}).items():
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"--config {path}: section {section!r} must be a mapping of key: value")
+    return d or {}
+
+
+def _set_by_user(ctx, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
 
 
 def with_config_options(*sections: str):
     """Decorator: give a Typer command one option per config field of `sections`; the command
-    receives them gathered in `cfg: RunConfig` (after `--config` and `--set` are applied)."""
+    receives them gathered in `cfg: RunConfig` (after `--config` and `--set` are applied), with
+    `cfg.explicit` naming what the user set."""
+    import typer  # noqa: PLC0415
 
     def deco(fn):
         sig = inspect.signature(fn)
@@ -217,10 +329,13 @@ def with_config_options(*sections: str):
         def wrapper(**kwargs):
             mine = {k: v for k, v in kwargs.items() if k in names}
             rest = {k: v for k, v in kwargs.items() if k not in names}
-            cfg = from_cli(rest, list(sections), mine.get("config"), mine.get("set"))
+            ctx = rest.pop("typer_context", None)
+            given = None if ctx is None else {k for k in rest if _set_by_user(ctx, k)}
+            cfg = from_cli(rest, list(sections), mine.get("config"), mine.get("set"), given)
             return fn(cfg=cfg, **mine)
 
-        wrapper.__signature__ = sig.replace(parameters=own + cli_params(list(sections)))
+        context = inspect.Parameter("typer_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        wrapper.__signature__ = sig.replace(parameters=own + cli_params(list(sections)) + [context])
         wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
         return wrapper
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import io
 import json
 import zipfile
 from collections.abc import Iterator
@@ -126,8 +127,20 @@ def read_rotten_tomatoes(path: Path) -> Iterator[Row]:
                 yield Row(id=str(line), text=fields[1], label=fields[0], line=line)
 
 
+def read_user_text(path: Path) -> str:
+    """A user's file as text: UTF-8, a byte-order mark dropped; anything else is an error that
+    names the line and byte offset of the first bad byte."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataFormatError(path, line, f"not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}; "
+                              "save the file as UTF-8") from None
+
+
 def read_table(path: Path, text_col: str = "text", label_col: str | None = "label") -> Iterator[Row]:
-    """A user's CSV / TSV (header row) or JSONL file, by extension."""
+    """A user's CSV / TSV (header row) or JSONL file, by extension (UTF-8, with or without a BOM)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
@@ -135,38 +148,47 @@ def read_table(path: Path, text_col: str = "text", label_col: str | None = "labe
         return
     if suffix not in (".csv", ".tsv"):
         raise SlimtextError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .jsonl")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = _csv_rows(f, path, "\t" if suffix == ".tsv" else ",")
-        line, header = next(rows, (1, []))
-        cols = {name: i for i, name in enumerate(header)}
-        for col in (text_col, label_col):
-            if col is not None and col not in cols:
-                raise DataFormatError(path, line, f"no column {col!r}; columns are {header}")
-        for line, fields in rows:
-            if len(fields) != len(header):
-                raise DataFormatError(path, line, f"expected {len(header)} fields, got {len(fields)}")
-            label = fields[cols[label_col]] if label_col else None
-            yield Row(id=str(line), text=fields[cols[text_col]], label=label, line=line)
+    rows = _csv_rows(io.StringIO(read_user_text(path), newline=""), path, "\t" if suffix == ".tsv" else ",")
+    line, header = next(rows, (1, []))
+    if not header:
+        raise DataFormatError(path, 1, "empty file; expected a header row naming the columns")
+    cols = {name.strip(): i for i, name in enumerate(header)}
+    for col in (text_col, label_col):
+        if col is not None and col not in cols:
+            raise DataFormatError(path, line, f"no column {col!r}; columns are {header}")
+    for line, fields in rows:
+        if not any(f.strip() for f in fields):
+            continue  # a blank line
+        if len(fields) != len(header):
+            raise DataFormatError(path, line, f"expected {len(header)} fields, got {len(fields)}")
+        label = fields[cols[label_col]] if label_col else None
+        if label is not None and not label.strip():
+            raise DataFormatError(path, line, f"empty label in column {label_col!r}", column=cols[label_col] + 1)
+        yield Row(id=str(line), text=fields[cols[text_col]], label=label, line=line)
 
 
 def _read_jsonl(path: Path, text_col: str, label_col: str | None) -> Iterator[Row]:
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(path, line_no, f"invalid JSON: {e.msg}", column=e.colno) from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(path, line_no, "expected a JSON object per line")
-            for col in (text_col, label_col):
-                if col is not None and col not in obj:
-                    raise DataFormatError(path, line_no, f"no field {col!r}; fields are {sorted(obj)}")
-            if not isinstance(obj[text_col], str):
-                raise DataFormatError(path, line_no, f"field {text_col!r} must be a string")
-            label = None if label_col is None else str(obj[label_col])
-            yield Row(id=str(obj.get("id", line_no)), text=obj[text_col], label=label, line=line_no)
+    for line_no, line in enumerate(read_user_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(path, line_no, f"invalid JSON: {e.msg}", column=e.colno) from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(path, line_no, "expected a JSON object per line")
+        for col in (text_col, label_col):
+            if col is not None and col not in obj:
+                raise DataFormatError(path, line_no, f"no field {col!r}; fields are {sorted(obj)}")
+        if not isinstance(obj[text_col], str):
+            raise DataFormatError(path, line_no, f"field {text_col!r} must be a string")
+        label = None
+        if label_col is not None:
+            value = obj[label_col]
+            if value is None or isinstance(value, (dict, list)) or not str(value).strip():
+                raise DataFormatError(path, line_no, f"field {label_col!r} must be a label, got {json.dumps(value)}")
+            label = str(value)
+        yield Row(id=str(obj.get("id", line_no)), text=obj[text_col], label=label, line=line_no)
 
 
 def read_text(path: Path) -> str:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from collections import Counter
@@ -29,6 +30,7 @@ class DataConfig:
     labels: str | None = field(default=None, metadata={"help": "comma-separated expected labels of a user file (others are reported)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the stratified 80/10/10 split (datasets without official splits)"})
     max_examples: int | None = field(default=None, metadata={"help": "cap each split at this many examples (quick experiments)"})
+    dedupe: bool = field(default=False, metadata={"help": "drop repeated texts (a user file keeps each text's first row) and dev/test texts that also appear in train"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class TextDataset:
     notes: list[str] = field(default_factory=list)
     test_source: str = "official"  # or how the test split was made where there is no official one
     sources: list[str] = field(default_factory=list)  # a union's datasets (Example.source), else empty
+    label_mapping: dict[str, str] = field(default_factory=dict)  # raw label -> label, where normalised
+    warnings: list[str] = field(default_factory=list)  # data problems training should mention (duplicates, overlap)
 
     def texts(self, split: str) -> list[str]:
         return [e.text for e in self.splits[split]]
@@ -196,12 +200,14 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
     name = cfg.data
     if "+" in name and not Path(name).is_file():
         return load_union(cfg, load_dataset)
+    label_mapping, user_notes, warnings = {}, [], []  # a user file's normalised labels, notes on its rows
     if name.startswith("hf:"):
         rows, spec = _hf_rows(name[3:], cfg), None
     elif Path(name).suffix.lower() in (".csv", ".tsv", ".jsonl"):
         if not Path(name).is_file():
             raise SlimtextError(f"no such data file: {name}")
         rows, spec = {"all": list(formats.read_table(Path(name), cfg.text_col, cfg.label_col))}, None
+        rows["all"], label_mapping, user_notes, warnings = checked_user_rows(rows["all"], Path(name), cfg.dedupe)
     elif name.startswith("chartask:"):
         rows, spec = _chartask_rows(name, cfg), None
     elif name in DATASETS:
@@ -227,6 +233,7 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
         splits[split], n = _to_examples(rs, label_index, label_map, f"{name} [{split}]")
         notes += n
     test_source = "official"
+    notes = user_notes + notes
     if "all" in splits:
         everything = splits.pop("all")
         splits.update(_seeded(name, everything, cfg.split_seed, SPLIT_80_10_10))
@@ -238,8 +245,79 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
         test_source = f"seeded stratified 10% held out of train (split seed {cfg.split_seed}); no labelled official test here"
     if cfg.max_examples:  # a seeded random subset of each split, kept in split order
         splits = {k: _subsample(v, cfg.max_examples, cfg.split_seed) for k, v in splits.items()}
+    splits, overlap = checked_overlap(splits, cfg.dedupe)
     order = ["train", "dev", "test", "test_ood"]
-    return TextDataset(name, labels, {k: splits[k] for k in order if k in splits}, notes, test_source)
+    return TextDataset(name, labels, {k: splits[k] for k in order if k in splits}, notes, test_source,
+                       label_mapping=label_mapping, warnings=warnings + overlap)
+
+
+def check_trainable(ds: TextDataset) -> None:
+    """What training needs beyond a readable dataset: a few examples in every split and at least
+    two classes in train (evaluating a small or single-class file is fine)."""
+    total = sum(len(v) for v in ds.splits.values())
+    if total < MIN_ROWS or any(not v for v in ds.splits.values()):
+        raise SlimtextError(f"{ds.name}: only {total} labelled rows; a train/dev/test split needs at least {MIN_ROWS} "
+                            f"(split sizes {', '.join(f'{k} {len(v)}' for k, v in ds.splits.items())})")
+    classes = sorted({ds.labels[e.label] for e in ds.splits["train"]})
+    if len(classes) < 2:
+        raise SlimtextError(f"{ds.name}: the train split holds {len(classes)} class(es) {classes}; "
+                            "a classifier needs at least two")
+
+
+MIN_ROWS = 10  # a seeded 80/10/10 split needs a few rows for every part
+
+
+def normalise_label(raw: str, numeric: bool) -> str:
+    """' 1', '1.0' -> '1'; with numeric labels about, 'True'/'False' -> '1'/'0'."""
+    x = raw.strip()
+    if numeric and x.lower() in ("true", "false"):
+        return "1" if x.lower() == "true" else "0"
+    try:
+        f = float(x)
+    except ValueError:
+        return x
+    return str(int(f)) if f.is_integer() else x
+
+
+def checked_user_rows(rows: list[Row], path: Path, dedupe: bool) -> tuple[list[Row], dict[str, str], list[str], list[str]]:
+    """A user file's rows with normalised labels, the raw -> label mapping where one changed, a note
+    saying so, and a warning on duplicates (dropped with `dedupe`). No rows at all is an error."""
+    if not rows:
+        raise SlimtextError(f"{path}: no data rows (only a header?)")
+    numeric = any(normalise_label(r.label, False).lstrip("-").isdigit() for r in rows)
+    mapping = {r.label: normalise_label(r.label, numeric) for r in rows}
+    changed = {raw: lab for raw, lab in sorted(mapping.items()) if raw != lab}
+    notes = [f"labels normalised: {', '.join(f'{raw!r} -> {lab!r}' for raw, lab in changed.items())}"] if changed else []
+    rows = [dataclasses.replace(r, label=mapping[r.label]) for r in rows]
+    seen: dict[str, Row] = {}
+    repeats, conflicts, kept, warnings = [], [], [], []
+    for r in rows:
+        first = seen.setdefault(r.text.strip(), r)
+        if first is r:
+            kept.append(r)
+        else:
+            (repeats if first.label == r.label else conflicts).append(r)
+    if repeats or conflicts:
+        what = f"{len(repeats)} repeated rows" + (f" and {len(conflicts)} repeated texts with another label" if conflicts else "")
+        first_line = min(r.line for r in repeats + conflicts)
+        warnings.append(f"{path}: {what} (first at line {first_line}); "
+                        + ("dropped (--dedupe)" if dedupe else "pass --dedupe to keep each text once"))
+        rows = kept if dedupe else rows
+    return rows, changed, notes, warnings
+
+
+def checked_overlap(splits: dict[str, list[Example]], dedupe: bool) -> tuple[dict[str, list[Example]], list[str]]:
+    """Dev/test examples whose text is also in train: a warning, or dropped with `dedupe`."""
+    train = {e.text.strip() for e in splits.get("train", [])}
+    notes = []
+    for name in [k for k in splits if k != "train"]:
+        same = [e for e in splits[name] if e.text.strip() in train]
+        if same:
+            notes.append(f"{len(same)} {name} texts also appear in train"
+                         + ("; dropped (--dedupe)" if dedupe else "; pass --dedupe to drop them"))
+            if dedupe:
+                splits[name] = [e for e in splits[name] if e.text.strip() not in train]
+    return splits, notes
 
 
 def _subsample(examples: list[Example], n: int, seed: int) -> list[Example]:

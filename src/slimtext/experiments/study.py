@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -42,7 +43,7 @@ from slimtext.config import coerce_field, split_override
 from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.experiments.cross import check_cross, cross_evaluate
 from slimtext.experiments.report import write_report
-from slimtext.rundir import atomic_write_json
+from slimtext.rundir import RunLock, RunLockedError, atomic_write_json
 
 # (argv of the whole command line, log file) -> exit status
 Runner = Callable[[list[str], Path], int]
@@ -221,14 +222,48 @@ def plan_study(
 
 
 def subprocess_runner(argv: list[str], log: Path) -> int:
-    """Run one command with its output appended to `log`; returns the exit status."""
+    """Run one command with its output appended to `log`; returns the exit status. The command gets
+    its own process group, killed whole if this process leaves early (an exception, Ctrl-C, or
+    SIGTERM/SIGHUP under `execute`); on Linux it also gets SIGTERM if this process dies outright."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"\n$ {shlex.join(argv)}\n")
         f.flush()
-        return subprocess.run(
-            argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        ).returncode
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True,
+                                preexec_fn=_die_with(os.getpid()) if sys.platform == "linux" else None)
+        try:
+            return proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when `parent` dies (prctl PR_SET_PDEATHSIG)."""
+
+    def preexec() -> None:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)  # the group still exists: its leader is not yet reaped
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _clock(seconds: float) -> str:
@@ -242,14 +277,15 @@ def execute(
 ) -> dict[str, str]:
     """Run the plan in order, resumably. Returns name -> 'finished' (already), 'ran', 'failed' or
     'blocked' (a run it needs did not finish). Output of each run goes to `out/logs/<name>.log`."""
-    with _sigterm_as_exit():  # `kill STUDY_PID` also ends the run in progress (no orphan)
+    with _sigterm_as_exit():  # `kill STUDY_PID` also ends the run in progress and its children
         return _execute(runs, out, runner or subprocess_runner, quiet)
 
 
 @contextlib.contextmanager
 def _sigterm_as_exit():
-    """Turn SIGTERM into SystemExit while runs execute, so `subprocess.run` kills its child on the
-    way out instead of leaving it to write into a run directory the next attempt will use."""
+    """Turn SIGTERM and SIGHUP into SystemExit while runs execute, so the runner kills its child's
+    process group on the way out instead of leaving it to write into a run directory the next
+    attempt will use."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -257,11 +293,23 @@ def _sigterm_as_exit():
     def handler(signum, frame):
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+def _busy(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (another study writing the same folder)."""
+    if not (run_dir / ".lock").exists():
+        return False
+    try:
+        RunLock(run_dir).acquire().release()
+    except RunLockedError:
+        return True
+    return False
 
 
 def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool) -> dict[str, str]:
@@ -279,6 +327,10 @@ def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool) -> 
         if missing:
             status[run.name] = "blocked"
             say(f"{head}: blocked, {', '.join(missing)} did not finish")
+            continue
+        if _busy(d):
+            status[run.name] = "failed"
+            say(f"{head}: another process is writing it ({(d / '.lock').read_text().strip()}); skipped")
             continue
         if run.resume_argv and (d / "checkpoint" / "state.pt").exists():
             argv, action = run.resume_argv, "resuming"

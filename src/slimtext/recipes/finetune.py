@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slimtext.checkpoint import load_weights, save_weights
-from slimtext.config import RunConfig
+from slimtext.checkpoint import FROZEN, load_weights, needs_frozen_copy, save_weights
+from slimtext.config import ConfigError, RunConfig, validate
 from slimtext.data.batches import EncodedSplit, collate
-from slimtext.data.registry import TextDataset, load_dataset
+from slimtext.data.registry import TextDataset, check_trainable, load_dataset
 from slimtext.errors import SlimtextError
 from slimtext.inference.base import decide
 from slimtext.inference.calibration import (
@@ -30,12 +30,13 @@ from slimtext.inference.calibration import (
 from slimtext.models import format_param_report, param_report
 from slimtext.models.factory import apply_method, build_classifier, build_tokenizer
 from slimtext.recipes.evaluation import test_by_source
-from slimtext.rundir import RunDir, load_safetensors
+from slimtext.rundir import RunDir, atomic_save_safetensors, load_safetensors
 from slimtext.train import ddp, head_cache
 from slimtext.train.degenerate import degenerate_warnings
 from slimtext.train.loop import fit, logit_metrics, predict_logits, resolve_device, seed_everything
 from slimtext.train.losses import class_weights
 from slimtext.train.metrics import classification_metrics, confusion
+from slimtext.train.state import Hook, LoopState, hook_from_env
 
 
 @dataclass
@@ -55,6 +56,7 @@ def encode_splits(data: TextDataset, tokenizer) -> dict[str, EncodedSplit]:
 def prepare(cfg: RunConfig, saved_tokenizer: Path | None = None) -> Prepared:
     """Dataset, tokenizer, encoded splits and the model with its method applied (seeded)."""
     data = load_dataset(cfg.data)
+    check_trainable(data)
     tokenizer = build_tokenizer(cfg, data.texts("train"), saved_tokenizer)
     seed_everything(cfg.train.seed)
     model = build_classifier(cfg, len(data.labels), tokenizer)
@@ -93,30 +95,127 @@ def check_training_options(cfg: RunConfig) -> None:
     parse_rule(cfg.train.threshold_for)
 
 
+def check_out(out: Path) -> None:
+    """A new run's folder: absent, or empty; never a file, a finished run or someone else's files."""
+    run = RunDir(out)
+    if out.exists() and not out.is_dir():
+        raise SlimtextError(f"--out {out} is a file; give a folder for the run")
+    if run.is_finished():
+        raise SlimtextError(f"{out} already holds a finished run; choose another --out")
+    if run.exists():
+        raise SlimtextError(f"{out} holds an unfinished run; continue it with --resume {out}")
+    if out.is_dir() and any(out.iterdir()):
+        raise SlimtextError(f"--out {out} is a folder that is not empty and holds no run; choose a new folder")
+
+
+def check_resume(path: Path) -> RunDir:
+    run = RunDir(path)
+    if not path.exists():
+        raise SlimtextError(f"--resume {path}: no such run directory")
+    if not path.is_dir():
+        raise SlimtextError(f"--resume {path} is a file; give a run directory")
+    if not run.exists():
+        raise SlimtextError(f"--resume {path} is not a run directory (no config.yaml)")
+    return run
+
+
+RESUME_MAY_CHANGE = {("train", "threads"), ("train", "eval_batch_size"), ("train", "device"), ("data", "data_dir")}
+
+
+def resumed_config(given: RunConfig, saved: RunConfig) -> RunConfig:
+    """The saved config, with the settings that do not change the result (threads, evaluation batch
+    size, device, data folder) taken from `given` where set. Any other setting given with another
+    value than the run's is refused, naming each. What counts as given: `given.explicit` (from the
+    command line), else every value that is not its default."""
+    default, g, s = RunConfig().to_dict(), given.to_dict(), saved.to_dict()
+    changed = []
+    for section, values in g.items():
+        for key, value in values.items():
+            set_here = (section, key) in given.explicit if given.explicit is not None else value != default[section][key]
+            if not set_here or value == s[section][key]:
+                continue
+            if (section, key) in RESUME_MAY_CHANGE:
+                s[section][key] = value
+            else:
+                changed.append(f"{section}.{key} (run: {s[section][key]!r}, given: {value!r})")
+    if changed:
+        raise SlimtextError(f"--resume continues a run with its own settings; these differ: {'; '.join(changed)}. "
+                            "Drop them, or start a new run with --out")
+    return RunConfig.from_dict(s)
+
+
+def position_limit(model: torch.nn.Module) -> int | None:
+    """The longest input a transformer's learned positions allow (None: no limit, e.g. RNNs)."""
+    for m in model.modules():
+        pos = getattr(m, "position_embeddings", None)
+        if isinstance(pos, torch.nn.Embedding):
+            offset = m.pad_token_id + 1 if getattr(m, "family", "") == "mpnet" else 0  # MPNet numbers from pad+1
+            return pos.num_embeddings - offset
+    return None
+
+
+def write_run_files(folder: Path, cfg: RunConfig, p: Prepared) -> None:
+    """What rebuilds the model besides its weights: tokenizer, labels (and how they were
+    normalised), split ids, and a head/LoRA student's frozen teacher layers (so that the run
+    stands alone: no path to its teacher is followed again)."""
+    run = RunDir(folder)
+    p.tokenizer.save(folder / "tokenizer")
+    run.write_json("labels.json", p.data.labels)
+    run.write_json("splits.json", p.data.split_ids())
+    if p.data.label_mapping:
+        run.write_json("label_mapping.json", p.data.label_mapping)
+    if needs_frozen_copy(cfg):
+        atomic_save_safetensors(folder / FROZEN, p.model.state_dict())
+
+
 def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: bool = False,
-          loss_fn=None, prepared: Prepared | None = None, extra_summary: dict | None = None) -> dict:
-    run = RunDir(out or default_out(cfg))
-    if resume:
-        cfg = RunConfig.from_dict(run.read_config())
-    elif run.is_finished():
-        raise SlimtextError(f"{run.path} already holds a finished run; choose another --out")
-    elif run.exists():
-        raise SlimtextError(f"{run.path} holds an unfinished run; continue it with --resume {run.path}")
-    check_training_options(cfg)
-    ddp.barrier()  # every rank has checked the run directory before rank 0 creates it
-    p = prepared or prepare(cfg, saved_tokenizer=run.path / "tokenizer" if resume else None)
-    report = param_report(p.model)
+          loss_fn=None, prepared: Prepared | None = None, extra_summary: dict | None = None,
+          hook: Hook | None = None) -> dict:
+    """Everything is checked before the run directory exists (config, flags, data, model), which
+    then appears whole (`RunDir.build`) and stays locked by this process until the run is finished."""
     log = (lambda *a: None) if quiet or not ddp.is_main() else (lambda *a: print(*a, file=sys.stderr))
+    if resume:
+        run = check_resume(Path(out))
+        if run.is_finished():
+            log(f"{run.path} is already finished; nothing to do")
+            return run.read_summary()
+        cfg = resumed_config(cfg, RunConfig.from_dict(run.read_config()))
+    else:
+        run = RunDir(out or default_out(cfg))
+        check_out(run.path)
+    validate(cfg)
+    check_training_options(cfg)
+    hook = hook or hook_from_env()
+    ddp.barrier()  # every rank has checked the run directory before rank 0 creates it
+    lock = run.lock() if resume and ddp.is_main() else None  # before reading what the writer may change
+    try:
+        p = prepared or prepare(cfg, saved_tokenizer=run.path / "tokenizer" if resume else None)
+        limit = position_limit(p.model)
+        if limit is not None and cfg.model.max_length > limit:
+            raise ConfigError(f"model.max_length {cfg.model.max_length} exceeds the {limit} positions of "
+                              f"{cfg.model.model}; use --max-length {limit} or less")
+        if not resume and ddp.is_main():
+            lock = run.build(cfg.to_dict(), lambda folder: write_run_files(folder, cfg, p),
+                             point=lambda name: hook(name, LoopState()) if hook else None)
+        if lock and lock.stale:
+            log(f"note: took over the stale lock of {lock.stale} (that process is gone)")
+        if hook and not resume:
+            hook("run_created", LoopState())
+        return _train(cfg, run, p, resume, quiet, loss_fn, extra_summary, hook, log)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _train(cfg: RunConfig, run: RunDir, p: Prepared, resume: bool, quiet: bool, loss_fn,
+           extra_summary: dict | None, hook: Hook | None, log) -> dict:
+    report = param_report(p.model)
     log(f"{cfg.model.model} [{cfg.model.method}] on {p.data.name}: {format_param_report(report)}; "
         f"splits {', '.join(f'{k} {len(v)}' for k, v in p.data.splits.items())}")
     for note in p.data.notes:
         log(f"note: {note}")
-    if not resume and ddp.is_main():
-        run.create(cfg.to_dict())
-        p.tokenizer.save(run.path / "tokenizer")
-        run.write_json("labels.json", p.data.labels)
-        run.write_json("splits.json", p.data.split_ids())
-
+    for warning in p.data.warnings:
+        log(f"warning: {warning}")
     method = cfg.model.method
     model, splits, cache_seconds = p.model, p.splits, 0.0
     if method == "head" and head_cache.supports(p.model):  # frozen encoder: run it once, not per epoch
@@ -126,7 +225,7 @@ def train(cfg: RunConfig, out: Path | None = None, resume: bool = False, quiet: 
         cache_seconds = time.perf_counter() - t0
         log(f"head-only: cached the frozen encoder's features of train and dev in {cache_seconds:.1f}s")
     result = fit(model, splits["train"], splits["dev"], cfg.train, run, len(p.data.labels),
-                 loss_fn=loss_fn, resume=resume, quiet=quiet,
+                 loss_fn=loss_fn, resume=resume, quiet=quiet, hook=hook,
                  state_fn=lambda m: save_weights(m, method), load_fn=lambda m, sd: load_weights(m, sd, method))
     if cache_seconds:  # the encoder pass is part of training time
         result["train_seconds"] = round(result["train_seconds"] + cache_seconds, 3)

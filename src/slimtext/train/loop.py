@@ -3,9 +3,9 @@
 
 Per epoch: length-bucketed batches (seeded by seed + epoch), AdamW/Adam/SGD/RMSprop, warm-up then
 linear decay, gradient clipping; then validation metrics appended to `metrics.jsonl`, the best
-weights kept by the chosen validation metric (early stopping with `patience`), and a checkpoint of
-the last completed epoch (weights, optimizer, scheduler, RNG) so `--resume` continues exactly
-where an interrupted run stopped. Under `torchrun`, DDP with gloo (CPU) or nccl (CUDA): every rank
+weights kept by the chosen validation metric (early stopping with `patience`), and one atomic
+commit of the epoch (weights, optimizer, scheduler, RNG, loop state, metrics rows; see
+`slimtext.train.state`) so `--resume` continues exactly where an interrupted run stopped. Under `torchrun`, DDP with gloo (CPU) or nccl (CUDA): every rank
 takes its share of the same global batch; rank 0 alone writes.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -23,19 +22,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from slimtext.data.batches import EncodedSplit, collate, eval_batches, train_batches
 from slimtext.errors import SlimtextError, UnknownNameError
-from slimtext.rundir import (
-    RunDir,
-    atomic_save_safetensors,
-    atomic_torch_save,
-    load_safetensors,
-)
+from slimtext.rundir import RunDir
 from slimtext.train import ddp
 from slimtext.train.losses import CrossEntropy, class_weights
 from slimtext.train.metrics import PeakMemory, classification_metrics
+from slimtext.train.state import Hook, LoopState, commit_epoch, hook_from_env, publish_best, restore
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 METRICS = ("accuracy", "macro_f1", "mcc", "roc_auc", "loss")
@@ -131,7 +126,7 @@ def map_batches(model: torch.nn.Module, fn, split: EncodedSplit, batch_size: int
     model.eval()
     device = torch.device(device)
     out = torch.empty(0, device=device)
-    show = desc is not None and sys.stderr.isatty()
+    show = desc is not None and show_progress()
     for idx in tqdm(eval_batches(split.lengths, batch_size), desc=desc, disable=not show, leave=False):
         b = collate(split, idx)
         with autocast(precision, device):
@@ -179,14 +174,45 @@ def train_step(net: torch.nn.Module, batch: dict, loss_fn: Callable, opt, sched,
     return loss.item()
 
 
+@dataclass
+class _Fit:
+    """What the end of an epoch needs besides the loop state (one object, not a dozen arguments)."""
+    model: torch.nn.Module
+    dev: EncodedSplit
+    cfg: TrainConfig
+    run: RunDir
+    num_labels: int
+    device: torch.device
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    state_fn: Callable
+    hook: Hook | None
+    mem: PeakMemory
+    quiet: bool
+
+    @property
+    def sign(self) -> float:  # scores are compared as sign * metric: higher is better
+        return -1.0 if self.cfg.early_stop_metric == "loss" else 1.0
+
+
+def show_progress(quiet: bool = False) -> bool:
+    """Progress bars on a terminal or in a notebook, unless `quiet` or $SLIMTEXT_QUIET=1."""
+    if quiet or os.environ.get("SLIMTEXT_QUIET", "") not in ("", "0"):
+        return False
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: TrainConfig, run: RunDir,
         num_labels: int, loss_fn: Callable | None = None, resume: bool = False, quiet: bool = False,
-        state_fn: Callable | None = None, load_fn: Callable | None = None) -> dict:
+        state_fn: Callable | None = None, load_fn: Callable | None = None, hook: Hook | None = None) -> dict:
     """Train; returns {'best_epoch', 'best_<metric>', 'train_seconds', 'peak_memory_mb', 'epochs_run'}.
     The best epoch's weights (`state_fn(model)`, default the full state dict) end up in
-    `run.weights_path`; `load_fn(model, state)` puts such a state back (for --resume)."""
+    `run.weights_path`; `load_fn(model, state)` puts such a state back (for --resume).
+    `hook(point, state)` runs after every write (`slimtext.train.state.WRITE_POINTS`); by default
+    the one $SLIMTEXT_TEST_HOOK names, if any. A resume without a committed epoch starts at epoch 1."""
     state_fn = state_fn or (lambda m: m.state_dict())
     load_fn = load_fn or (lambda m, sd: m.load_state_dict(sd))
+    hook = hook or hook_from_env()
     if cfg.early_stop_metric not in METRICS:
         raise UnknownNameError("metric", cfg.early_stop_metric, list(METRICS))
     autocast(cfg.precision, torch.device("cpu"))  # an unknown precision fails before any work
@@ -207,25 +233,19 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
     params = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = len(train_batches(train.lengths, cfg.batch_size, cfg.seed, 0, rank=rank, world=world))
     sched = make_scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
-    sign = -1.0 if cfg.early_stop_metric == "loss" else 1.0
-    state = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "train_seconds": 0.0}
+    st = LoopState()
+    saved = restore(run, writer=rank == 0) if resume else None
+    if saved is not None:
+        st, weights, extra = saved
+        load_fn(model, weights)
+        opt.load_state_dict(extra["optimizer"])
+        sched.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["rng"])
 
-    ckpt = run.checkpoint_dir
-    if resume and (ckpt / "state.pt").exists():
-        load_fn(model, load_safetensors(ckpt / "model.safetensors"))
-        saved = torch.load(ckpt / "state.pt", weights_only=True)
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"])
-        state = saved["loop"]
-        if rank == 0:
-            run.write_metrics(run.read_metrics()[: state["epoch"]])  # drop a row past the checkpoint
-    elif resume:
-        raise SlimtextError(f"{run.path}: nothing to resume (no checkpoint/state.pt)")
-
-    show = not quiet and rank == 0 and sys.stderr.isatty()
+    show = show_progress(quiet) and rank == 0
     with PeakMemory() as mem:
-        for epoch in range(state["epoch"], cfg.epochs):
+        ctx = _Fit(model, dev, cfg, run, num_labels, device, opt, sched, state_fn, hook, mem, quiet)
+        for epoch in range(st.epoch, cfg.epochs if not st.stopped else st.epoch):
             net.train()
             t0 = time.perf_counter()
             batches = train_batches(train.lengths, cfg.batch_size, cfg.seed, epoch, rank=rank, world=world)
@@ -242,44 +262,42 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
                 dist.all_reduce(t)
                 train_loss, seen = (t[0] / t[1]).item(), int(t[1].item())
             epoch_seconds = time.perf_counter() - t0
-            state["train_seconds"] += epoch_seconds
-            state["epoch"] = epoch + 1
-            stop = rank == 0 and _end_of_epoch(model, dev, cfg, run, state, mem, num_labels, device, sign, opt,
-                                               sched, epoch, train_loss, seen, epoch_seconds, quiet, state_fn)
+            st.train_seconds += epoch_seconds
+            st.epoch = epoch + 1
+            if rank == 0:
+                _end_of_epoch(ctx, st, train_loss, seen, epoch_seconds)
+            stop = st.stopped
             if world > 1:  # every rank stops together
                 flag = torch.tensor([int(stop)])
                 dist.broadcast(flag, 0)
                 stop = bool(flag.item())
             if stop:
                 break
-    return {"best_epoch": state["best_epoch"], f"best_dev_{cfg.early_stop_metric}": sign * state["best"],
-            "train_seconds": round(state["train_seconds"], 3), "peak_memory_mb": mem.peak_mb,
-            "epochs_run": state["epoch"]}
+    if rank == 0:
+        publish_best(run, st, hook)
+    return {"best_epoch": st.best_epoch, f"best_dev_{cfg.early_stop_metric}": ctx.sign * st.best,
+            "train_seconds": round(st.train_seconds, 3), "peak_memory_mb": mem.peak_mb,
+            "epochs_run": st.epoch}
 
 
-def _end_of_epoch(model, dev, cfg, run, state, mem, num_labels, device, sign, opt, sched, epoch,
-                  train_loss, seen, epoch_seconds, quiet, state_fn) -> bool:
-    """Rank 0: validate, keep the best weights, checkpoint, log. Returns True to stop early."""
-    dev_metrics, _ = evaluate(model, dev, num_labels, cfg.eval_batch_size, device)
+def _end_of_epoch(ctx: _Fit, st: LoopState, train_loss: float, seen: int, epoch_seconds: float) -> None:
+    """Rank 0: validate, track the best epoch and early stopping, commit the epoch, log."""
+    cfg = ctx.cfg
+    dev_metrics, _ = evaluate(ctx.model, ctx.dev, ctx.num_labels, cfg.eval_batch_size, ctx.device)
     score = dev_metrics[cfg.early_stop_metric]
-    score = -math.inf if score is None else sign * score
-    if score > state["best"]:
-        state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
-        atomic_save_safetensors(run.weights_path, state_fn(model))
+    score = -math.inf if score is None else ctx.sign * score
+    if score > st.best or st.best_epoch < 0:
+        st.best, st.best_epoch, st.bad_epochs = score, st.epoch, 0
     else:
-        state["bad_epochs"] += 1
-    row = {"epoch": epoch + 1, "train_loss": train_loss, **{f"dev_{k}": v for k, v in dev_metrics.items()},
+        st.bad_epochs += 1
+    st.stopped = bool(cfg.patience and st.bad_epochs >= cfg.patience)
+    row = {"epoch": st.epoch, "train_loss": train_loss, **{f"dev_{k}": v for k, v in dev_metrics.items()},
            "epoch_seconds": round(epoch_seconds, 3), "examples_per_s": round(seen / epoch_seconds, 2),
-           "peak_memory_mb": mem.peak_mb, "lr": sched.get_last_lr()[0]}
-    ckpt = run.checkpoint_dir
-    atomic_save_safetensors(ckpt / "model.safetensors", state_fn(model))
-    atomic_torch_save(ckpt / "state.pt", {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                          "rng": torch.get_rng_state(), "loop": dict(state)})
-    run.append_metrics(row)
-    if not quiet:
-        print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  dev_loss {dev_metrics['loss']:.4f}  "
+           "peak_memory_mb": ctx.mem.peak_mb, "lr": ctx.sched.get_last_lr()[0]}
+    st.rows.append(row)
+    extra = {"optimizer": ctx.opt.state_dict(), "scheduler": ctx.sched.state_dict(), "rng": torch.get_rng_state()}
+    commit_epoch(ctx.run, st, ctx.state_fn(ctx.model), extra, ctx.hook)
+    if not ctx.quiet:
+        print(f"epoch {st.epoch}: train_loss {train_loss:.4f}  dev_loss {dev_metrics['loss']:.4f}  "
               f"dev_acc {dev_metrics['accuracy']:.4f}  dev_f1 {dev_metrics['macro_f1']:.4f}  "
               f"({epoch_seconds:.1f}s, {row['examples_per_s']:.0f} ex/s)", file=sys.stderr)
-    if os.environ.get("SLIMTEXT_KILL_AFTER_EPOCH") == str(epoch + 1):  # tests: a real SIGKILL
-        os.kill(os.getpid(), signal.SIGKILL)
-    return bool(cfg.patience and state["bad_epochs"] >= cfg.patience)

@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from slimtext.errors import SlimtextError
-from slimtext.serve.app import Classifier, app_from_env, create_app, create_app_from_run, serve
+from slimtext.serve.app import app_from_env, create_app, create_app_from_run, serve
+from slimtext.serve.classifier import Classifier
 
 TOXIC_WORDS = {"hate", "idiot", "stupid"}
 
@@ -438,6 +439,23 @@ def test_page_states_the_model_and_its_test_metrics(tmp_path, fake_predict_modul
     html = TestClient(create_app_from_run(run)).get("/").text
     assert '<dd id="info-dataset">davidson</dd>' in html
     assert "<dt>test macro-f1</dt><dd>0.834</dd>" in html and "roc-auc" not in html
+    assert "model-warning" not in html  # a model that learned something: no warning
+
+
+def test_page_and_start_warn_about_a_degenerate_model(tmp_path, fake_predict_module, monkeypatch, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({
+        "dataset": "davidson", "test_split": "test", "labels": ["not toxic", "toxic"],
+        "test": {"accuracy": 0.8, "macro_f1": 0.44, "mcc": 0.0}, "confusion": {"test": [[0, 40], [0, 160]]}}))
+    html = TestClient(create_app_from_run(run)).get("/").text
+    assert 'class="error model-warning" role="alert"' in html
+    assert "all 200 test predictions are &#39;toxic&#39;: the model is constant" in html
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)  # start up, do not listen
+    serve(run)
+    assert "warning:" in capsys.readouterr().err
 
 
 def _upload(client, content: bytes, name="comments.csv", path="/api/score", **data):

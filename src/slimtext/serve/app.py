@@ -20,6 +20,7 @@ from the page to the model and back, and how to deploy: ``docs/web.md``.
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,8 +35,6 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from slimtext import __version__
 from slimtext.errors import SlimtextError
 from slimtext.inference.review import ReviewConfig, ReviewPolicy
-
-# The pieces live beside the app; they stay importable from here.
 from slimtext.serve.classifier import Classifier, Predictor
 from slimtext.serve.errors import ApiError, LimitBody, _install_error_handlers
 from slimtext.serve.schemas import (
@@ -311,6 +310,9 @@ def serve(
         )
     if workers < 1:
         raise SlimtextError(f"workers must be at least 1, got {workers}")
+    for warning in run_info(run).get("warnings", []):
+        log.warning("%s: %s", run.name, warning)
+        print(f"warning: {run}: {warning}; its verdicts are not to be trusted", file=sys.stderr)
     if workers == 1:
         app = create_app_from_run(
             run,

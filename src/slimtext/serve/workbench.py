@@ -40,6 +40,7 @@ from slimtext.serve.schemas import (
     FeedbackRequest,
     FeedbackResponse,
 )
+from slimtext.train.degenerate import degenerate_warnings
 
 MEDIA_TYPES = {"csv": "text/csv", "tsv": "text/tab-separated-values", "jsonl": "application/x-ndjson"}
 
@@ -80,7 +81,8 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     test = summary.get("test") or {}
     metrics = {k: test[k] for k in ("accuracy", "macro_f1", "mcc", "roc_auc") if test.get(k) is not None}
     return {"dataset": summary.get("dataset"), "test_split": summary.get("test_split"),
-            "model": summary.get("model"), "method": summary.get("method"), "test": metrics}
+            "model": summary.get("model"), "method": summary.get("method"), "test": metrics,
+            "warnings": degenerate_warnings(summary)}
 
 
 def highlight_segments(text: str, words: list[dict], label: str) -> list[dict]:

@@ -81,3 +81,15 @@ def write_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, seed: int =
 @pytest.fixture
 def tiny_bert(tmp_path) -> Path:
     return write_tiny_bert(tmp_path / "tiny-bert")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (timings and kernels as on a busy machine), then restored."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

@@ -30,3 +30,30 @@ def train_in_child(config: dict, out: str, env: dict) -> None:
     os.environ.clear()
     os.environ.update(env)
     train(RunConfig.from_dict(config), Path(out), quiet=True)
+
+
+class Stop(Exception):
+    """Raised by `stop_after_epoch_1` where a crash would be."""
+
+
+def stop_after_epoch_1(point: str, state) -> None:
+    """An in-process hook: stop once epoch 1 is fully written (its last write point)."""
+    if point == "cleaned":
+        raise Stop
+
+
+def cut_run(tiny_csv, out):
+    """A tiny 2-epoch LSTM run stopped after epoch 1 (a hook raises where a crash would be)."""
+    import pytest
+
+    from slimtext.config import RunConfig
+    from slimtext.recipes.finetune import train
+    from slimtext.rundir import RunDir
+
+    cfg = RunConfig()
+    cfg.data.data, cfg.rnn.embed_dim, cfg.rnn.hidden_dim = str(tiny_csv), 8, 8
+    cfg.train.epochs, cfg.train.threads = 2, 1
+    with pytest.raises(Stop):
+        train(cfg, out, quiet=True, hook=stop_after_epoch_1)
+    return RunDir(out)
+

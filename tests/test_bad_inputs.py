@@ -11,11 +11,11 @@ import sys
 import pytest
 
 from conftest import write_tiny_bert, write_tiny_csv
+from fault_hooks import cut_run
 from slimtext.cli import main
 from slimtext.config import RunConfig
 from slimtext.data.registry import DataConfig, load_dataset
 from slimtext.recipes.finetune import train
-from slimtext.rundir import RunDir
 
 TINY = ["--rnn-embed-dim", "8", "--rnn-hidden-dim", "8", "--threads", "1", "--quiet"]
 
@@ -97,26 +97,8 @@ def test_bad_input_exits_2_with_one_line_and_no_run_dir(case, tmp_path, monkeypa
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
 
 
-def _cut_run(tiny_csv, out) -> RunDir:
-    """A 2-epoch run stopped after epoch 1 (a hook raises where a crash would be)."""
-
-    class Stop(Exception):
-        pass
-
-    def stop(point, state):
-        if point == "cleaned":
-            raise Stop
-
-    cfg = RunConfig()
-    cfg.data.data, cfg.rnn.embed_dim, cfg.rnn.hidden_dim = str(tiny_csv), 8, 8
-    cfg.train.epochs, cfg.train.threads = 2, 1
-    with pytest.raises(Stop):
-        train(cfg, out, quiet=True, hook=stop)
-    return RunDir(out)
-
-
 def test_resume_refuses_changed_settings_and_names_them(tiny_csv, tmp_path, monkeypatch, capsys):
-    run = _cut_run(tiny_csv, tmp_path / "run")
+    run = cut_run(tiny_csv, tmp_path / "run")
     code, err = _main(monkeypatch, capsys, ["train", "--resume", str(run.path), "--epochs", "5", "--lr", "0.5"])
     assert code == 2 and err.count("\n") == 1
     assert "train.epochs (run: 2, given: 5)" in err and "train.lr (run: 0.001, given: 0.5)" in err
@@ -130,7 +112,7 @@ def test_resume_refuses_changed_settings_and_names_them(tiny_csv, tmp_path, monk
 
 
 def test_resume_of_a_finished_run_does_nothing_and_says_so(tiny_csv, tmp_path, monkeypatch, capsys):
-    run = _cut_run(tiny_csv, tmp_path / "run")
+    run = cut_run(tiny_csv, tmp_path / "run")
     train(RunConfig(), run.path, resume=True, quiet=True)
     stamp = run.summary_path.stat().st_mtime_ns
     monkeypatch.setattr(sys, "argv", ["slimtext", "train", "--resume", str(run.path)])

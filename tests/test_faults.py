@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 import fault_hooks
 from conftest import write_tiny_bert, write_tiny_csv
+from fault_hooks import cut_run
 from slimtext.config import RunConfig
 from slimtext.recipes.finetune import train
 from slimtext.rundir import RunDir
@@ -148,18 +149,7 @@ def test_a_run_interrupted_before_checkpoint_folders_existed_resumes(tmp_path):
 def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tiny_csv, tmp_path, capsys):
     from slimtext.rundir import RunLock, RunLockedError
 
-    class Stop(Exception):
-        pass
-
-    def stop(point, state):
-        if point == "cleaned":
-            raise Stop
-
-    cfg = RunConfig()
-    cfg.data.data, cfg.rnn.embed_dim, cfg.rnn.hidden_dim, cfg.train.epochs, cfg.train.threads = str(tiny_csv), 8, 8, 2, 1
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "run", quiet=True, hook=stop)
-    run = RunDir(tmp_path / "run")
+    run = cut_run(tiny_csv, tmp_path / "run")
     with RunLock(run.path):  # a live writer (flock is per open file, so this process counts)
         with pytest.raises(RunLockedError, match=rf"run is being written by PID {os.getpid()} on "):
             train(RunConfig(), run.path, resume=True, quiet=True)

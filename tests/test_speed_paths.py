@@ -70,12 +70,7 @@ def freeze_all_but_head(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cached_features_give_the_full_models_eval_logits():

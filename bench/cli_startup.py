@@ -2,7 +2,7 @@
 import) against the full Typer app it hands other command lines to (what `slimtext --help`
 cost before). Interleaved runs, wall time of the whole process, median and max.
 
-    .venv/bin/python bench/cli_startup.py --repeat 10 --json bench/cli_startup.json
+    .venv/bin/python bench/cli_startup.py --repeat 10 --json bench/results/cli_startup.json
 """
 
 from __future__ import annotations

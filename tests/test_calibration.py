@@ -254,3 +254,31 @@ def test_export_folder_keeps_calibration_and_onnx_applies_it(lstm_run, tmp_path)
     assert onnx.temperature == eager.temperature != 1.0 and onnx.threshold == eager.threshold
     np.testing.assert_allclose(onnx.predict_proba(texts), eager.predict_proba(texts), atol=1e-4)
     assert onnx.predict(texts, threshold=0.0) == ["pos"] * 3
+
+
+def test_calibrate_command_reproduces_training_and_takes_another_rule(lstm_run, tmp_path):
+    """`slimtext calibrate` on a run whose calibration.json is gone (as for runs made before it
+    existed) fits the same temperature and threshold as training did; another rule moves the
+    threshold; a run trained on other split ids is refused."""
+    import shutil
+
+    from slimtext.recipes.calibrate import recalibrate
+
+    run = RunDir(lstm_run)
+    trained = run.read_json("calibration.json")
+    (run.path / "calibration.json").unlink()
+    s = recalibrate(run.path)
+    again = run.read_json("calibration.json")
+    assert again["temperature"] == pytest.approx(trained["temperature"], rel=1e-4)
+    assert again["threshold"] == pytest.approx(trained["threshold"], abs=1e-6)
+    assert s["calibration"]["threshold"] == again["threshold"] and "test_at_threshold" in s
+    r = CliRunner().invoke(app, ["calibrate", str(run.path), "--threshold-for", "precision=0.5"])
+    assert r.exit_code == 0 and "threshold" in r.output, r.output
+    assert run.read_json("calibration.json")["threshold_rule"] == "precision=0.5"
+    other = tmp_path / "other"
+    shutil.copytree(run.path, other)
+    ids = RunDir(other).read_json("splits.json")
+    ids["dev"] = ids["dev"][::-1]
+    RunDir(other).write_json("splits.json", ids)
+    with pytest.raises(SlimtextError, match="is not the one"):
+        recalibrate(other)

@@ -156,6 +156,24 @@ def evaluate_cmd(run: Path,
     typer.echo(json.dumps(result, indent=2))
 
 
+@app.command("calibrate")
+def calibrate_cmd(run: Annotated[Path, typer.Argument(help="a finished run directory")],
+                  threshold_for: Annotated[str | None, typer.Option(help="threshold rule: macro_f1 or precision=P (default: the run's)")] = None,
+                  data_dir: str | None = None, backend: BackendOpt = "torch"):
+    """Fit a finished run's temperature and decision threshold on its dev split.
+
+    No training: for runs made before calibration existed, or to choose the threshold by another
+    rule. Writes calibration.json and updates summary.json."""
+    from slimtext.recipes.calibrate import recalibrate  # noqa: PLC0415
+
+    s = recalibrate(run, threshold_for, data_dir=data_dir, backend=backend)
+    cal = s["calibration"]
+    at = s.get("test_at_threshold") or {}
+    typer.echo(f"temperature {cal['temperature']:.4f}; threshold {cal['threshold']} ({cal['threshold_rule']}); "
+               f"test ECE {cal['test_before']['ece']:.4f} -> {cal['test_after']['ece']:.4f}"
+               + (f"; test macro-F1 at the threshold {at['macro_f1']:.4f}" if at else ""))
+
+
 @app.command("predict")
 def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="texts to classify ('-' reads lines from stdin)")],
                 backend: BackendOpt = "torch", threshold: ThresholdOpt = None):

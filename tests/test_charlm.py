@@ -152,6 +152,11 @@ def test_resume_continues_from_checkpoint(tmp_path):
     rows = RunDir(tmp_path / "run").read_metrics()
     assert [r["epoch"] for r in rows] == [1, 2, 3] and summary["steps"] == 30
     assert "# resumed: again" in (tmp_path / "run" / "command.txt").read_text()
+    run = RunDir(tmp_path / "run")  # committed like the classifier loop's epochs: checkpoint-N + pointer
+    assert run.committed_checkpoint().name == "checkpoint-3"
+    assert [p.name for p in run.path.glob("checkpoint-*")] == ["checkpoint-3"]
+    with run.lock(), pytest.raises(SlimtextError, match="is being written by PID"):
+        train_lm(tiny_train_config(tmp_path, max_steps=40, resume=True))  # a second writer
 
 
 def test_cli_train_sample_score(tmp_path):

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from slimtext.data.registry import text_corpus
@@ -37,7 +38,6 @@ from slimtext.models.charlm import (
 from slimtext.rundir import (
     RunDir,
     atomic_save_safetensors,
-    atomic_torch_save,
     atomic_write_text,
     load_safetensors,
 )
@@ -181,8 +181,8 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
     if not (cfg.max_minutes > 0 or cfg.max_steps > 0 or cfg.max_epochs > 0):
         raise SlimtextError("set at least one budget: --max-minutes, --max-steps or --max-epochs")
     run = RunDir(cfg.out)
-    ckpt_state = run.checkpoint_dir / "state.pt"
-    resuming = cfg.resume and ckpt_state.exists()
+    committed = run.committed_checkpoint() if cfg.resume and run.exists() else None
+    resuming = committed is not None
     if run.exists() and not cfg.resume:
         raise SlimtextError(
             f"{run.path} already holds a run; pass --resume or choose another --out"
@@ -213,8 +213,8 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
     }
     state = None
     if resuming:
-        model.load_state_dict(load_safetensors(run.checkpoint_dir / "model.safetensors"))
-        saved = torch.load(ckpt_state, weights_only=True)
+        model.load_state_dict(load_safetensors(committed / "model.safetensors"))
+        saved = torch.load(committed / "state.pt", weights_only=True)
         opt.load_state_dict(saved.pop("optimizer"))
         torch.set_rng_state(saved.pop("rng"))
         hidden = saved.pop("hidden")
@@ -242,118 +242,117 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
         return min(1.0, max(fr))
 
     def save_checkpoint() -> None:
-        atomic_save_safetensors(run.checkpoint_dir / "model.safetensors", model.state_dict())
+        """Commit this evaluation as checkpoint-N, as the classifier loop does (rundir.commit_checkpoint)."""
         hidden = [h.detach().cpu() for h in state] if state is not None else []
-        atomic_torch_save(
-            ckpt_state,
-            {
-                **{
-                    k: st[k]
-                    for k in ("step", "epoch", "pos", "passes", "elapsed", "best_val", "best_epoch")
-                },
-                "optimizer": opt.state_dict(),
-                "rng": torch.get_rng_state(),
-                "hidden": hidden,
-            },
+        saved = {k: st[k] for k in ("step", "epoch", "pos", "passes", "elapsed", "best_val", "best_epoch")}
+
+        def write(folder: Path) -> None:
+            save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
+                      str(folder / "model.safetensors"))
+            torch.save({**saved, "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "hidden": hidden},
+                       folder / "state.pt")
+
+        run.commit_checkpoint(st["epoch"], write)
+        run.clean(keep=set())
+
+    with run.lock():  # one writer per run, as for classifier runs
+        bar = progress_bar(
+            total=cfg.max_steps or None,
+            initial=st["step"],
+            unit="step",
+            disable=not sys.stderr.isatty(),
         )
-
-    bar = progress_bar(
-        total=cfg.max_steps or None,
-        initial=st["step"],
-        unit="step",
-        disable=not sys.stderr.isatty(),
-    )
-    interval_loss, interval_n, interval_t0, last_eval_s = 0.0, 0, time.time(), 0.0
-    stopped = None
-    model.train()
-    while stopped is None:
-        for pos, x, y in windows(train, cfg.bptt, st["pos"]):
-            st["passes_f"] = st["passes"] + pos / train.size(1)
-            lr = cfg.lr
-            if cfg.cosine:
-                lo = cfg.lr * cfg.min_lr_ratio
-                lr = lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * progress()))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            if state is not None:
-                state = tuple(s.detach() for s in state)  # truncate BPTT at the window edge
-            tuner.before_step()
-            logits, state = model(x, state)  # (B, t, V)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B*t, V) vs (B*t,)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            tuner.after_step()
-            st["step"] += 1
-            st["pos"] = pos + x.size(1)
-            st["elapsed"] = prior + time.time() - t0
-            interval_loss, interval_n = interval_loss + loss.item(), interval_n + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-
-            if cfg.max_steps and st["step"] >= cfg.max_steps:
-                stopped = "max_steps"
-            elif cfg.max_epochs and st["passes_f"] >= cfg.max_epochs:
-                stopped = "max_epochs"
-            elif budget_s and st["elapsed"] + last_eval_s >= budget_s:
-                stopped = "max_minutes"
-            if st["step"] % cfg.eval_every == 0 or stopped:
-                e0 = time.time()
-                val_loss = evaluate_lm(model, val, cfg.bptt)
-                last_eval_s = time.time() - e0
+        interval_loss, interval_n, interval_t0, last_eval_s = 0.0, 0, time.time(), 0.0
+        stopped = None
+        model.train()
+        while stopped is None:
+            for pos, x, y in windows(train, cfg.bptt, st["pos"]):
+                st["passes_f"] = st["passes"] + pos / train.size(1)
+                lr = cfg.lr
+                if cfg.cosine:
+                    lo = cfg.lr * cfg.min_lr_ratio
+                    lr = lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * progress()))
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                if state is not None:
+                    state = tuple(s.detach() for s in state)  # truncate BPTT at the window edge
+                tuner.before_step()
+                logits, state = model(x, state)  # (B, t, V)
+                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B*t, V) vs (B*t,)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                tuner.after_step()
+                st["step"] += 1
+                st["pos"] = pos + x.size(1)
                 st["elapsed"] = prior + time.time() - t0
-                st["epoch"] += 1
-                seconds = time.time() - interval_t0
-                run.append_metrics(
-                    {
-                        "epoch": st["epoch"],
-                        "step": st["step"],
-                        "passes": round(st["passes_f"], 4),
-                        **lm_row("train", interval_loss / interval_n),
-                        **lm_row("val", val_loss),
-                        "lr": lr,
-                        "epoch_seconds": round(seconds, 2),
-                        "eval_seconds": round(last_eval_s, 2),
-                        "elapsed_seconds": round(st["elapsed"], 2),
-                        "chars_per_second": round(interval_n * x.numel() / seconds, 1),
-                        "threads": torch.get_num_threads(),
-                    }
-                )
-                if val_loss < st["best_val"]:
-                    st["best_val"], st["best_epoch"] = val_loss, st["epoch"]
-                    atomic_save_safetensors(
-                        run.weights_path, model.state_dict(), metadata={"epoch": str(st["epoch"])}
-                    )
-                save_checkpoint()
-                interval_loss, interval_n, interval_t0 = 0.0, 0, time.time()
-            if stopped:
-                break
-        else:  # a full pass: start the streams again from a fresh state
-            st["passes"], st["pos"], state = st["passes"] + 1, 0, None
-    bar.close()
+                interval_loss, interval_n = interval_loss + loss.item(), interval_n + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
 
-    rows = run.read_metrics()
-    best, last = rows[st["best_epoch"] - 1], rows[-1]
-    summary = {
-        "method": "charlm",
-        "stopped": stopped,
-        "best_epoch": st["best_epoch"],
-        **{f"best_{k}": best[k] for k in ("val_loss", "val_bpc", "val_ppl")},
-        **{f"final_{k}": last[k] for k in ("train_loss", "val_loss", "val_bpc", "val_ppl")},
-        "steps": st["step"],
-        "passes": last["passes"],
-        "train_chars_per_pass": chars_per_pass,
-        "val_chars": val.numel(),
-        "vocab_size": vocab.vocab_size,
-        **param_report(model),
-        "train_seconds": round(st["elapsed"], 2),
-        "process_wall_seconds": round(time.time() - wall0, 2),
-        "device": str(device),
-        "threads_max": tuner.counts[0],
-    }
-    run.write_summary(summary)
+                if cfg.max_steps and st["step"] >= cfg.max_steps:
+                    stopped = "max_steps"
+                elif cfg.max_epochs and st["passes_f"] >= cfg.max_epochs:
+                    stopped = "max_epochs"
+                elif budget_s and st["elapsed"] + last_eval_s >= budget_s:
+                    stopped = "max_minutes"
+                if st["step"] % cfg.eval_every == 0 or stopped:
+                    e0 = time.time()
+                    val_loss = evaluate_lm(model, val, cfg.bptt)
+                    last_eval_s = time.time() - e0
+                    st["elapsed"] = prior + time.time() - t0
+                    st["epoch"] += 1
+                    seconds = time.time() - interval_t0
+                    run.append_metrics(
+                        {
+                            "epoch": st["epoch"],
+                            "step": st["step"],
+                            "passes": round(st["passes_f"], 4),
+                            **lm_row("train", interval_loss / interval_n),
+                            **lm_row("val", val_loss),
+                            "lr": lr,
+                            "epoch_seconds": round(seconds, 2),
+                            "eval_seconds": round(last_eval_s, 2),
+                            "elapsed_seconds": round(st["elapsed"], 2),
+                            "chars_per_second": round(interval_n * x.numel() / seconds, 1),
+                            "threads": torch.get_num_threads(),
+                        }
+                    )
+                    if val_loss < st["best_val"]:
+                        st["best_val"], st["best_epoch"] = val_loss, st["epoch"]
+                        atomic_save_safetensors(
+                            run.weights_path, model.state_dict(), metadata={"epoch": str(st["epoch"])}
+                        )
+                    save_checkpoint()
+                    interval_loss, interval_n, interval_t0 = 0.0, 0, time.time()
+                if stopped:
+                    break
+            else:  # a full pass: start the streams again from a fresh state
+                st["passes"], st["pos"], state = st["passes"] + 1, 0, None
+        bar.close()
+
+        rows = run.read_metrics()
+        best, last = rows[st["best_epoch"] - 1], rows[-1]
+        summary = {
+            "method": "charlm",
+            "stopped": stopped,
+            "best_epoch": st["best_epoch"],
+            **{f"best_{k}": best[k] for k in ("val_loss", "val_bpc", "val_ppl")},
+            **{f"final_{k}": last[k] for k in ("train_loss", "val_loss", "val_bpc", "val_ppl")},
+            "steps": st["step"],
+            "passes": last["passes"],
+            "train_chars_per_pass": chars_per_pass,
+            "val_chars": val.numel(),
+            "vocab_size": vocab.vocab_size,
+            **param_report(model),
+            "train_seconds": round(st["elapsed"], 2),
+            "process_wall_seconds": round(time.time() - wall0, 2),
+            "device": str(device),
+            "threads_max": tuner.counts[0],
+        }
+        run.write_summary(summary)
     return summary
 
 

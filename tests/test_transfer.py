@@ -149,3 +149,18 @@ def test_layer_student_with_intermediate_losses_trains(teacher_run, tmp_path):  
     rnn.distill.hidden_weight = 1.0
     with pytest.raises(SlimtextError, match="need a layer student"):
         D.distill(rnn, out=tmp_path / "bad", quiet=True)
+
+
+def test_study_preset_passes_its_transfer_set_to_distilrnn_only(tmp_path):
+    from dataclasses import replace  # noqa: PLC0415
+
+    from slimtext.experiments.study import PRESETS, plan_study  # noqa: PLC0415
+
+    assert PRESETS["quick"].transfer == ""
+    plain = plan_study(PRESETS["quick"], "davidson", (0,), tmp_path)
+    assert not any("--transfer" in r.argv for r in plain)
+    runs = plan_study(replace(PRESETS["quick"], transfer="augment:20"), "davidson", (0,), tmp_path)
+    with_transfer = {r.group for r in runs if "--transfer" in r.argv}
+    assert with_transfer == {"distilrnn"}
+    argv = next(r.argv for r in runs if r.group == "distilrnn")
+    assert argv[argv.index("--transfer") + 1] == "augment:20"

@@ -86,7 +86,8 @@ class Verdict:
             return (f"{self.a} vs {self.b}: no paired comparison (no seed has test predictions "
                     "from both).")
         size = f"{self.seeds} seed{'s' if self.seeds != 1 else ''} × {self.examples:,} test examples"
-        p = f", paired t-test across seeds p = {self.p_seeds:.3f}" if self.p_seeds is not None else ""
+        p = (f", paired t-test across seeds p = {self.p_seeds:.3f}" if self.p_seeds is not None
+             else ", one seed: the training noise is not measured")
         ci = f"95% CI [{self.lo:+.3f}, {self.hi:+.3f}]"
         if self.detected:
             win, lose = (self.a, self.b) if self.diff > 0 else (self.b, self.a)

@@ -96,6 +96,8 @@ def test_compare_pairs_by_seed_joins_by_id_and_skips_runs_without_predictions(tm
     vc = compare("a", a[:1], "c", [tmp_path / "c-s0"], 2, n_boot=200)
     assert np.isclose(v0.diff, vc.diff) and np.isclose(v0.lo, vc.lo)
     assert "one seed: the training noise is not measured" in v0.sentence()
+    turned = compare("b", b, "a", a, 2, n_boot=300)
+    assert turned.sentence().startswith(f"a beats b by {v.diff:.3f} macro-F1 (95% CI [+{-turned.hi:.3f}, +")
     none = compare("a", a[2:], "b", b[2:], 2)
     assert none.diff is None and "no paired comparison" in none.sentence()
 

@@ -89,9 +89,11 @@ class Verdict:
         p = (f", paired t-test across seeds p = {self.p_seeds:.3f}" if self.p_seeds is not None
              else ", one seed: the training noise is not measured")
         ci = f"95% CI [{self.lo:+.3f}, {self.hi:+.3f}]"
-        if self.detected:
-            win, lose = (self.a, self.b) if self.diff > 0 else (self.b, self.a)
-            head = f"{win} beats {lose} by {abs(self.diff):.3f} macro-F1 ({ci}{p}; {size})"
+        if self.detected:  # stated as the winner's margin, its interval turned the same way
+            win, lose, lo, hi = ((self.a, self.b, self.lo, self.hi) if self.diff > 0
+                                 else (self.b, self.a, -self.hi, -self.lo))
+            head = (f"{win} beats {lose} by {abs(self.diff):.3f} macro-F1 "
+                    f"(95% CI [{lo:+.3f}, {hi:+.3f}]{p}; {size})")
         else:
             head = (f"{self.a} vs {self.b}: no difference detectable at this size "
                     f"(difference {self.diff:+.3f}, {ci}{p}; {size})")

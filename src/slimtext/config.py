@@ -49,6 +49,14 @@ class DistillConfig:
     student: str = field(default="layers", metadata={"help": "layers (a layer-selected transformer) or an RNN cell (lstm, gru, rnn) for DistilRNN"})
     kd_alpha: float = field(default=0.5, metadata={"help": "weight of the soft-target KL term (1 - alpha on the label CE)"})
     temperature: float = field(default=2.0, metadata={"help": "softmax temperature T of the soft targets"})
+    transfer: str = field(default="", metadata={"help": "transfer set the student also learns the teacher's soft labels on: augment:N (N Tang et al. augmentations of each train text), data:NAME (a dataset's train texts, labels unused) or FILE (one text a line); empty: the train split only"})
+    transfer_p_mask: float = field(default=0.1, metadata={"help": "augment: probability of masking each word"})
+    transfer_p_replace: float = field(default=0.1, metadata={"help": "augment: probability of replacing each word by a close word (nearest teacher embedding)"})
+    transfer_p_ngram: float = field(default=0.25, metadata={"help": "augment: probability of keeping only a random n-gram (n in 1..5)"})
+    transfer_seed: int = field(default=0, metadata={"help": "augment: seed of the augmentation (the same for every student seed)"})
+    hidden_weight: float = field(default=0.0, metadata={"help": "layer students: weight of the hidden-state MSE to the source teacher layers (a learned projection where widths differ)"})
+    attention_weight: float = field(default=0.0, metadata={"help": "layer students: weight of the per-head attention-distribution KL to the source teacher layers"})
+    relation_weight: float = field(default=0.0, metadata={"help": "layer students: weight of MiniLM's last-layer self-attention relation KL"})
 
 
 SECTIONS: dict[str, tuple[type, str]] = {  # section -> (dataclass, CLI option prefix)
@@ -174,6 +182,12 @@ def validate(cfg: RunConfig) -> None:
     _check(math.isfinite(lo.alpha) and lo.alpha > 0, "lora.alpha", lo.alpha, "a finite number > 0")
     _check(0 <= d.kd_alpha <= 1, "distill.kd_alpha", d.kd_alpha, "in [0, 1]")
     _check(math.isfinite(d.temperature) and d.temperature > 0, "distill.temperature", d.temperature, "> 0")
+    for key in ("transfer_p_mask", "transfer_p_replace", "transfer_p_ngram"):
+        _check(0 <= getattr(d, key) <= 1, f"distill.{key}", getattr(d, key), "in [0, 1]")
+    _check(d.transfer_p_mask + d.transfer_p_replace <= 1, "distill.transfer_p_mask + transfer_p_replace",
+           d.transfer_p_mask + d.transfer_p_replace, "<= 1")
+    for key in ("hidden_weight", "attention_weight", "relation_weight"):
+        _check(math.isfinite(getattr(d, key)) and getattr(d, key) >= 0, f"distill.{key}", getattr(d, key), ">= 0")
     n = cfg.data.max_examples
     _check(n is None or n >= 1, "data.max_examples", n, ">= 1 (or unset)")
 

@@ -14,6 +14,10 @@ from slimtext.experiments.report_data import (
     swept_keys,
 )
 from slimtext.experiments.select import select_best
+from slimtext.experiments.stats import compare
+
+# the pairwise comparisons a study report weighs with confidence intervals: (A, B)
+PAIRS = (("odd", "even"), ("distilrnn", "lstm"), ("lora-odd", "odd"))
 
 
 def _versus(a: Group, b: Group, key: str = "test.macro_f1") -> tuple[float, str]:
@@ -66,6 +70,24 @@ def discussion(
         )
     if "teacher" in by_name:
         out += _versus_teacher(by_name["teacher"], [g for g in groups if g.name != "teacher"])
+    return out + verdicts(groups)
+
+
+def verdicts(groups: list[Group]) -> list[str]:
+    """Paired verdicts with 95 % intervals (`experiments.stats.compare`) for odd vs even, DistilRNN
+    vs LSTM, LoRA vs full (lora-odd vs odd) and every student vs the teacher; pairs where no seed has
+    test predictions from both sides (older runs, TF-IDF) are left out."""
+    by_name = {g.name: g for g in groups}
+    pairs = [p for p in PAIRS if p[0] in by_name and p[1] in by_name]
+    if "teacher" in by_name:
+        pairs += [(g.name, "teacher") for g in groups if g.name not in ("teacher", "tfidf")]
+    out = []
+    for a, b in pairs:
+        labels = by_name[a].runs[0].get("labels") or by_name[b].runs[0].get("labels")
+        v = compare(a, [r.path for r in by_name[a].runs], b, [r.path for r in by_name[b].runs],
+                    len(labels) if labels else None)
+        if v.diff is not None:
+            out.append(v.sentence())
     return out
 
 

@@ -70,6 +70,7 @@ class StudyPreset:
     warmup_ratio: float = 0.1
     kd_alpha: float = 0.5
     temperature: float = 2.0
+    transfer: str = field(default="", metadata={"help": "DistilRNN's transfer set (distill --transfer): empty (off, both presets' default) or e.g. augment:20 (Tang et al.'s n_iter; for the full preset: --set transfer=augment:20)"})
 
 
 PRESETS = {
@@ -189,7 +190,7 @@ def plan_study(
                 ),
             ),
             "lstm": ("train", rnn + _opt(model="lstm", method="full")),
-            "distilrnn": ("distill", rnn + kd + _opt(student="lstm", method="full")),
+            "distilrnn": ("distill", rnn + kd + _opt(student="lstm", method="full", transfer=p.transfer or None)),
         }
         for group, (command, opts) in specs.items():
             name = f"{group}-s{s}"

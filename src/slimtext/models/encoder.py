@@ -61,6 +61,26 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x + self.position_embeddings(positions)))
 
 
+@dataclass
+class Taps:
+    """An opt-in record of a training-mode forward pass, for intermediate-layer distillation
+    (`train.losses.LayerKD`): set `encoder.taps = Taps(attention=...)`. While the encoder is in
+    train mode it appends every layer's output to `hidden` (B, T, H) and, with `attention`, a dict
+    per layer to `layers`: `attention` probabilities (B, nh, T, T) and `q`, `k`, `v` (B, nh, T, hs)
+    (computed by an explicit softmax instead of the fused kernel); with `in_eval` in eval mode too
+    (a frozen teacher). With `taps` None (the default), or in eval mode without `in_eval`, the
+    forward is the plain one: same outputs, same speed."""
+
+    attention: bool = False
+    in_eval: bool = False
+    hidden: list = field(default_factory=list)
+    layers: list = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.hidden.clear()
+        self.layers.clear()
+
+
 class SelfAttention(nn.Module):
     """Multi-head attention through `F.scaled_dot_product_attention` with an additive mask."""
 
@@ -72,8 +92,10 @@ class SelfAttention(nn.Module):
         self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
         self.output = nn.Linear(H, H)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
-        """Keys and values from x (B, T, H); queries from `queries` (B, Tq, H), default x."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, queries: torch.Tensor | None = None,
+                record: dict | None = None) -> torch.Tensor:
+        """Keys and values from x (B, T, H); queries from `queries` (B, Tq, H), default x.
+        `record` (a dict) receives the attention probabilities and q, k, v (see `Taps`)."""
         B, T, H = x.shape
         nh, hs = self.num_heads, H // self.num_heads
         xq = x if queries is None else queries
@@ -84,7 +106,12 @@ class SelfAttention(nn.Module):
         if mask.shape[-2] > Tq:  # MPNet's (., nh, T, T) bias: the queries' rows only
             mask = mask[:, :, :Tq]  # (., nh, Tq, T)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
+        if record is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
+        else:  # the same attention, spelled out so that its probabilities can be kept
+            probs = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(hs) + mask, dim=-1)  # (B, nh, Tq, T)
+            record.update(attention=probs, q=q, k=k, v=v)
+            y = F.dropout(probs, p, self.training) @ v  # (B, nh, Tq, hs)
         y = y.transpose(1, 2).reshape(B, Tq, H)  # (B, Tq, H)
         return self.output(y)
 
@@ -117,9 +144,10 @@ class EncoderLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, first_only: bool = False,
+                record: dict | None = None) -> torch.Tensor:
         h = x[:, :1] if first_only else x  # (B, 1, H) or (B, T, H)
-        h = self.attention_norm(h + self.dropout(self.attention(x, mask, queries=h)))
+        h = self.attention_norm(h + self.dropout(self.attention(x, mask, queries=h, record=record)))
         return self.ffn_norm(h + self.dropout(self.ffn(h)))
 
 
@@ -222,6 +250,7 @@ class Encoder(nn.Module):
         )
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
         self.pooler = Pooler(config) if config.has_pooler else None
+        self.taps: Taps | None = None  # opt-in record of training forwards (distillation)
 
     def position_bias(self, T: int, device: torch.device) -> torch.Tensor:
         """MPNet's relative position bias, computed once per forward, shared by all layers."""
@@ -240,9 +269,23 @@ class Encoder(nn.Module):
         mask = (1.0 - keep) * torch.finfo(x.dtype).min  # (B, 1, 1, T)
         if self.relative_attention_bias is not None:
             mask = mask + self.position_bias(input_ids.shape[1], x.device)  # (B, nh, T, T)
+        if self.taps is not None and (self.training or self.taps.in_eval):
+            return self._recorded(x, mask, self.taps)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, first_only=first_token_only and i == last)
+        return x
+
+    def _recorded(self, x: torch.Tensor, mask: torch.Tensor, taps: Taps) -> torch.Tensor:
+        """The forward with every layer's output (and attention) kept in `taps`; all T positions
+        are computed in every layer (the first one's numbers are those of `first_token_only`)."""
+        taps.clear()
+        for layer in self.layers:
+            record = {} if taps.attention else None
+            x = layer(x, mask, record=record)  # (B, T, H)
+            taps.hidden.append(x)
+            if record is not None:
+                taps.layers.append(record)
         return x
 
     @classmethod

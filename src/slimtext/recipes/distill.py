@@ -14,6 +14,12 @@ The teacher runs once, over the train split, before training: its logits are cac
 every later student of the same teacher and split. `KDLoss` picks each batch's rows by example
 position, so a distillation epoch costs what a plain fine-tuning epoch of the student costs.
 
+`--transfer` adds a transfer set (`recipes/transfer.py`: Tang et al.'s augmentation, a dataset's
+texts or a file): unlabelled texts appended to the student's train split, labelled by the
+teacher's cached logits only. `--hidden-weight`, `--attention-weight` and `--relation-weight` add
+intermediate-layer terms for layer students (`train.losses.LayerKD`; the teacher then runs on
+every batch).
+
 Layer specs and students live in `models/students.py`, the teacher's logit cache in
 `recipes/teacher_cache.py`; this module is the recipe (`distill`).
 
@@ -39,6 +45,7 @@ from torch import nn
 
 from slimtext.checkpoint import load_teacher, teacher_config
 from slimtext.config import RunConfig
+from slimtext.data.batches import EncodedSplit
 from slimtext.data.registry import DataConfig, load_dataset
 from slimtext.data.tokenize import load_tokenizer
 from slimtext.errors import SlimtextError, UnknownNameError
@@ -47,9 +54,15 @@ from slimtext.models.students import layer_student, parse_student_layers, requir
 from slimtext.recipes import finetune
 from slimtext.recipes.finetune import check_training_options
 from slimtext.recipes.teacher_cache import hf_teacher_run, is_hf_teacher, teacher_logits
+from slimtext.recipes.transfer import (
+    needs_teacher_model,
+    parse_transfer,
+    transfer_examples,
+    transfer_texts,
+)
 from slimtext.rundir import RunDir
 from slimtext.train.loop import resolve_device, seed_everything
-from slimtext.train.losses import KDLoss, check_kd, class_weights
+from slimtext.train.losses import UNLABELLED, KDLoss, LayerKD, check_kd, class_weights
 
 STUDENTS = ("layers", *RNN_MODELS)
 # Data fields that decide which examples land in which split: a student must share the teacher's.
@@ -127,6 +140,7 @@ def distill(
         )
     check_kd(cfg.distill.kd_alpha, cfg.distill.temperature)
     check_training_options(cfg)
+    check_distill_options(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
@@ -136,7 +150,8 @@ def distill(
     layered = cfg.distill.student == "layers"
     teacher_cfg = teacher_config(teacher_dir)
     # load before seeding: building a model draws random numbers
-    teacher = load_teacher(teacher_dir) if layered else None
+    spec = parse_transfer(cfg.distill.transfer)
+    teacher = load_teacher(teacher_dir) if layered or needs_teacher_model(spec) else None
     if not resume:
         cfg = student_config(cfg, teacher_cfg, teacher[0] if teacher else None)
         out = Path(out) if out else default_out(cfg)
@@ -160,6 +175,14 @@ def distill(
     )
     how = "read from cache" if t["cache_hit"] else f"computed in {t['seconds']:.1f}s"
     log(f"teacher logits {how}: {t['path']}")
+    transfer = transfer_examples(transfer_texts(cfg.distill, data.splits["train"], cfg.data.data_dir,
+                                                teacher[:2] if teacher else None))
+    tt = None
+    if transfer:
+        tt = teacher_logits(teacher_dir, transfer, cfg.train.eval_batch_size, device,
+                            teacher[:2] if teacher else None)
+        how = "read from cache" if tt["cache_hit"] else f"computed in {tt['seconds']:.1f}s"
+        log(f"transfer set: {len(transfer)} texts ({cfg.distill.transfer}); teacher logits {how}")
 
     if layered:
         layers = parse_student_layers(cfg.distill.student_layers, len(teacher[0].encoder.layers))
@@ -167,6 +190,7 @@ def distill(
         tokenizer = load_tokenizer(saved_tokenizer or teacher_dir / "tokenizer")
         seed_everything(cfg.train.seed)
         model = layer_student(teacher[0], layers, len(data.labels), cfg.model.head_dropout)
+        teacher_encoder = teacher[0].encoder
         del teacher
         prepared = finetune.Prepared(
             data,
@@ -182,7 +206,16 @@ def distill(
         if prepared.data.split_ids()["train"] != [e.id for e in data.splits["train"]]:
             raise SlimtextError("the train split changed between two loads of the dataset")
     weight = class_weights(prepared.splits["train"].labels, len(data.labels), cfg.train.class_weight)
-    loss = KDLoss(t["logits"], cfg.distill.kd_alpha, cfg.distill.temperature, weight=weight)
+    logits = t["logits"]
+    if transfer:  # appended after the train rows: batch["index"] still joins each row's logits
+        logits = torch.cat([logits, tt["logits"]])  # (N + M, C)
+        prepared.splits["train"] = with_transfer(prepared.splits["train"], prepared.tokenizer, transfer)
+    loss = KDLoss(logits, cfg.distill.kd_alpha, cfg.distill.temperature, weight=weight)
+    d = cfg.distill
+    if layered and (d.hidden_weight or d.attention_weight or d.relation_weight):
+        loss = LayerKD(loss, teacher_encoder, prepared.model.encoder, [i - 1 for i in layers],
+                       d.hidden_weight, d.attention_weight, d.relation_weight,
+                       relation_heads=teacher_encoder.config.num_heads)
     extra = {
         "teacher": cfg.distill.teacher,
         "teacher_model": teacher_cfg.model.model,
@@ -194,10 +227,39 @@ def distill(
         "cache_hit": t["cache_hit"],
         "teacher_logits_cache": str(t["path"]),
         "teacher_summary": _teacher_summary(teacher_dir),
+        "transfer": d.transfer or None,
+        "transfer_size": len(transfer),
+        "transfer_teacher_seconds": round(tt["seconds"], 3) if tt else 0.0,
+        "transfer_cache_hit": tt["cache_hit"] if tt else None,
+        "intermediate_weights": {"hidden": d.hidden_weight, "attention": d.attention_weight,
+                                 "relation": d.relation_weight},
     }
     return finetune.train(
         cfg, out, resume, quiet, loss_fn=loss, prepared=prepared, extra_summary=extra
     )
+
+
+def check_distill_options(cfg: RunConfig) -> None:
+    """Distillation options that do not fit together, refused before any work."""
+    d = cfg.distill
+    spec = parse_transfer(d.transfer)
+    if spec is not None and cfg.train.class_weight != "none":
+        raise SlimtextError("--transfer with --class-weight balanced is not supported: the transfer "
+                            "set has no labels to weigh; leave one of them out")
+    if d.hidden_weight or d.attention_weight or d.relation_weight:
+        if d.student != "layers":
+            raise SlimtextError("--hidden-weight / --attention-weight / --relation-weight need a layer "
+                                f"student (--student layers), not {d.student!r}")
+        if cfg.model.method == "head":
+            raise SlimtextError("intermediate-layer losses need a student whose layers train "
+                                "(--method full or lora), not --method head")
+
+
+def with_transfer(train: EncodedSplit, tokenizer, transfer: list) -> EncodedSplit:
+    """The train split followed by the transfer texts, labelled UNLABELLED (no hard-label term)."""
+    ids = tokenizer.encode([e.text for e in transfer])
+    labels = torch.full((len(ids),), UNLABELLED, dtype=torch.long)
+    return EncodedSplit(train.input_ids + ids, torch.cat([train.labels, labels]), train.pad_id)
 
 
 def _teacher_summary(teacher_dir: Path) -> dict:

@@ -38,6 +38,8 @@ from slimtext.train.losses import class_weights
 from slimtext.train.metrics import classification_metrics, confusion
 from slimtext.train.state import Hook, LoopState, hook_from_env
 
+PREDICTIONS = "test_predictions.json"
+
 
 @dataclass
 class Prepared:
@@ -272,7 +274,15 @@ def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict,
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
         **(extra or {}),
     }
+    write_predictions(run, p.data.splits[test], logits[test], test)
     return write_summary(run, summary)
+
+
+def write_predictions(run: RunDir, examples: list, logits: torch.Tensor, split: str) -> None:
+    """`test_predictions.json`: example ids, gold labels and argmax predictions on the test split,
+    for paired comparisons of runs (`experiments.stats`)."""
+    run.write_json(PREDICTIONS, {"split": split, "ids": [e.id for e in examples],
+                                 "gold": [e.label for e in examples], "pred": logits.argmax(-1).tolist()})
 
 
 def calibration_summary(run: RunDir, dev_logits: np.ndarray, dev_labels: np.ndarray, test_logits: np.ndarray,

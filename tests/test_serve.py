@@ -583,3 +583,13 @@ def test_the_feedback_file_trains_a_model(tmp_path):
     cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.threads = 4, 16, 0.02, 1
     summary = train(cfg, out=tmp_path / "run", quiet=True)
     assert summary["labels"] == ["neg", "pos"] and summary["test"]["accuracy"] >= 0.85
+
+
+def test_pages_send_security_headers_and_a_content_security_policy(client):
+    page = client.get("/")
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-eval" not in csp
+    api = client.post("/api/classify", json={"text": "hi"})
+    assert api.headers["x-content-type-options"] == "nosniff" and "content-security-policy" not in api.headers
+

@@ -36,7 +36,7 @@ from slimtext import __version__
 from slimtext.errors import SlimtextError
 from slimtext.inference.review import ReviewConfig, ReviewPolicy
 from slimtext.serve.classifier import Classifier, Predictor
-from slimtext.serve.errors import ApiError, LimitBody, _install_error_handlers
+from slimtext.serve.errors import ApiError, LimitBody, SecurityHeaders, _install_error_handlers
 from slimtext.serve.schemas import (
     ERRORS,
     BatchRequest,
@@ -103,6 +103,7 @@ def create_app(
         description=f"Model **{model_name}**, labels: {', '.join(clf.labels)}.",
     )
     app.add_middleware(LimitBody, max_bytes=max_body_bytes, per_path=body_limits)
+    app.add_middleware(SecurityHeaders)
     app.state.classifier = clf
     app.state.body_limit = LimitBody(app, max_body_bytes, body_limits).limit  # for the 413 message
     _install_error_handlers(app)

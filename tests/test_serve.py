@@ -593,3 +593,14 @@ def test_pages_send_security_headers_and_a_content_security_policy(client):
     api = client.post("/api/classify", json={"text": "hi"})
     assert api.headers["x-content-type-options"] == "nosniff" and "content-security-policy" not in api.headers
 
+
+def test_blank_and_invisible_only_texts_are_rejected_and_the_schema_says_so(client):
+    for text in ("   ", "\u200b\u200b", "\ufeff \u2060"):
+        r = client.post("/api/classify", json={"text": text})
+        assert r.status_code == 422 and "empty" in r.json()["error"], (text, r.text)
+    assert client.post("/api/classify", json={"text": "\u200bhi"}).status_code == 200
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schema["ClassifyRequest"]["properties"]["text"]["maxLength"] == MAX_CHARS
+    assert schema["BatchRequest"]["properties"]["texts"]["maxItems"] == MAX_BATCH
+    assert schema["ExplainRequest"]["properties"]["method"]["enum"] == ["auto", "occlusion"]  # no torch model
+

@@ -76,6 +76,12 @@ class ExplainLimits:
             raise ExplainLimitError(f"text has {len(words)} words; explanations are limited to {self.max_words} words")
 
 
+def methods_for(predictor) -> list[str]:
+    """The explanation methods this predictor supports (integrated gradients: eager torch only)."""
+    can_ig = getattr(predictor, "backend", None) == "torch" and hasattr(predictor, "model")
+    return [m for m in METHODS if m != "integrated-gradients" or can_ig]
+
+
 def explain(predictor, text: str, method: str = "auto", limits: ExplainLimits | None = None,
             steps: int = 32) -> Explanation:
     """Explain one text. `auto`: integrated gradients on the eager torch backend, else occlusion."""
@@ -85,7 +91,7 @@ def explain(predictor, text: str, method: str = "auto", limits: ExplainLimits | 
         raise UnknownNameError("explanation method", method, list(METHODS))
     words = list(WORD.finditer(text))
     (limits or ExplainLimits()).check(text, words)
-    can_ig = getattr(predictor, "backend", None) == "torch" and hasattr(predictor, "model")
+    can_ig = "integrated-gradients" in methods_for(predictor)
     if method == "integrated-gradients" and not can_ig:
         raise SlimtextError("integrated gradients need the eager torch backend (--backend torch); "
                             "use --method occlusion for int8 or ONNX predictors")

@@ -34,11 +34,13 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from slimtext import __version__
 from slimtext.errors import SlimtextError
+from slimtext.inference.explain import methods_for
 from slimtext.inference.review import ReviewConfig, ReviewPolicy
 from slimtext.serve.classifier import Classifier, Predictor
 from slimtext.serve.errors import ApiError, LimitBody, SecurityHeaders, _install_error_handlers
 from slimtext.serve.schemas import (
     ERRORS,
+    VISIBLE_TEXT,
     BatchRequest,
     BatchResponse,
     ClassifyRequest,
@@ -187,7 +189,30 @@ def create_app(
         )
 
     add_workbench_routes(app, clf, wb, render)
+    document_limits(app, max_chars, max_batch, wb.explain_max_chars, methods_for(predictor))
     return app
+
+
+def document_limits(app: FastAPI, max_chars: int, max_batch: int, explain_max_chars: int,
+                    methods: list[str]) -> None:
+    """Put the limits this app enforces into its /openapi.json (maxLength, maxItems, the
+    explanation methods its predictor supports), so that a client generated from the schema (or
+    schemathesis) knows them."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            props = lambda name: schema["components"]["schemas"][name]["properties"]  # noqa: E731
+            props("ClassifyRequest")["text"]["maxLength"] = max_chars
+            props("BatchRequest")["texts"]["maxItems"] = max_batch
+            props("BatchRequest")["texts"]["items"].update(maxLength=max_chars, **VISIBLE_TEXT)
+            props("ExplainRequest")["text"]["maxLength"] = min(max_chars, explain_max_chars)
+            props("ExplainRequest")["method"]["enum"] = methods
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def create_app_from_run(

@@ -11,7 +11,7 @@ import numpy as np
 from slimtext.inference.explain import ExplainLimits, Explanation, explain
 from slimtext.inference.review import ReviewPolicy
 from slimtext.serve.errors import ApiError
-from slimtext.serve.schemas import Prediction
+from slimtext.serve.schemas import INVISIBLE, Prediction
 
 
 class Predictor(Protocol):
@@ -44,8 +44,9 @@ class Classifier:
         self._lock = nullcontext() if thread_safe else threading.Lock()
 
     def check_text(self, text: str, field: str = "text") -> None:
-        if not text.strip():
-            raise ApiError(422, f"{field} is empty: send some text to classify")
+        if not text.strip(f" \t\n\r\f\v{INVISIBLE}").strip():
+            raise ApiError(422, f"{field} is empty (or only white space and invisible characters): "
+                                "send some text to classify")
         if len(text) > self.max_chars:
             raise ApiError(
                 413, f"{field} has {len(text)} characters; the limit is {self.max_chars}"

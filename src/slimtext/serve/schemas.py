@@ -3,6 +3,13 @@ them into the schema at /openapi.json."""
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# A text must hold something besides white space and zero-width characters (documented in the
+# schema; the server checks it and answers 422). The app adds its own length and count limits
+# (maxLength, maxItems, the explanation methods) to /openapi.json. The constraints live in the
+# schema only: the server checks them itself, with messages that say what to do, see `slimtext.serve.app.document_limits`.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+VISIBLE_TEXT = {"minLength": 1, "pattern": f"[^\\s{INVISIBLE}]"}
+
 # ---- request / response bodies (they also document the API in /openapi.json) ------------------
 
 
@@ -10,7 +17,8 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"text": "I hate you"}]}
     )
-    text: str = Field(description="Text to classify; not empty, at most max_chars characters.")
+    text: str = Field(description="Text to classify; not empty, at most max_chars characters.",
+                      json_schema_extra=VISIBLE_TEXT)
     threshold: float | None = Field(None, ge=0, le=1, description="Binary tasks: override the run's threshold.")
 
 
@@ -19,7 +27,8 @@ class BatchRequest(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"texts": ["I hate you", "Have a nice day"]}]},
     )
-    texts: list[str] = Field(description="1 to max_batch texts, each as in /api/classify.")
+    texts: list[str] = Field(description="1 to max_batch texts, each as in /api/classify.",
+                             json_schema_extra={"minItems": 1})
     threshold: float | None = Field(None, ge=0, le=1, description="Binary tasks: override the run's threshold.")
 
 
@@ -45,8 +54,10 @@ class ExplainRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"text": "I hate you", "method": "auto"}]}
     )
-    text: str = Field(description="Text to explain; limited in characters and words (see /healthz).")
-    method: str = Field("auto", description="auto, occlusion (any backend) or integrated-gradients (torch).")
+    text: str = Field(description="Text to explain; limited in characters and words (see /healthz).",
+                      json_schema_extra=VISIBLE_TEXT)
+    method: str = Field("auto", description="auto, occlusion (any backend) or integrated-gradients (torch).",
+                        json_schema_extra={"enum": ["auto", "occlusion", "integrated-gradients"]})
     threshold: float | None = Field(None, ge=0, le=1, description="Binary tasks: override the run's threshold.")
 
 

@@ -30,7 +30,7 @@ from slimtext.rundir import RunDir
 from slimtext.train import ddp
 from slimtext.train.losses import CrossEntropy, class_weights
 from slimtext.train.metrics import PeakMemory, classification_metrics
-from slimtext.train.precision import PRECISIONS, resolve
+from slimtext.train.precision import resolve
 from slimtext.train.state import Hook, LoopState, commit_epoch, hook_from_env, publish_best, restore
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")

@@ -35,6 +35,12 @@ def mlp() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
 
 
+@pytest.fixture(autouse=True)
+def probe_small_models(monkeypatch):
+    """These tests probe tiny models, which `resolve` otherwise leaves at fp32 unprobed."""
+    monkeypatch.setattr(precision, "MIN_PROBE_WEIGHTS", 0)
+
+
 def test_decision_rule():
     assert decide(1.3, 1.0) == "bf16"
     assert decide(1.1, 1.0) == "fp32"
@@ -123,6 +129,15 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_optimizer_state(tmp_path):
     assert result["precision"] == "bf16" and "precision_probe" not in result
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
+
+
+def test_tiny_models_stay_fp32_without_a_probe(monkeypatch):
+    monkeypatch.setattr(precision, "MIN_PROBE_WEIGHTS", 256 * 256)
+    timer = FakeTimer(3.0)
+    chosen, record = resolve("auto", mlp(), CPU, timer=timer)
+    assert chosen == "fp32" and timer.calls == 0 and "too small" in record["reason"]
+    big = torch.nn.Linear(384, 1536)
+    assert resolve("auto", big, CPU, timer=timer)[0] == "bf16" and timer.calls == 1
 
 
 def test_the_probe_leaves_the_global_rng_alone():

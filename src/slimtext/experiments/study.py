@@ -261,12 +261,15 @@ def subprocess_runner(argv: list[str], log: Path) -> int:
 
 
 def _die_with(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGTERM when `parent` dies (prctl PR_SET_PDEATHSIG)."""
+    """A preexec_fn: the child gets SIGTERM when `parent` dies (prctl PR_SET_PDEATHSIG). libc is
+    looked up here, in the parent: between fork and exec in a process with other threads (`--jobs`)
+    the child must not take locks such as dlopen's."""
+    import ctypes  # noqa: PLC0415
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def preexec() -> None:
-        import ctypes  # noqa: PLC0415
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
 

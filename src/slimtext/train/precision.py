@@ -33,6 +33,9 @@ from slimtext.rundir import atomic_write_json
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MIN_SPEEDUP = 1.2  # bf16 must be at least this much faster than fp32 to be chosen
+# below this many weights in the largest linear layer (256 x 256), a step is overhead, not
+# matmuls: fp32 without a probe (and tiny test models stay deterministic whatever the load)
+MIN_PROBE_WEIGHTS = 256 * 256
 
 # shapes -> (fp32 seconds, bf16 seconds): the timing function (tests pass a fake)
 Timer = Callable[[list[tuple[int, int]], int, torch.device], tuple[float, float]]
@@ -49,10 +52,10 @@ def decide(fp32_seconds: float, bf16_seconds: float, min_speedup: float = MIN_SP
 
 
 def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
-    """Distinct (in_features, out_features) of the model's trainable-or-not linear layers (at most
-    8, the largest first); a model without any gets one 256x256 stand-in."""
+    """Distinct (in_features, out_features) of the model's linear layers, trainable or not (at
+    most 8, the largest first); a model without any gets one 16x16 stand-in."""
     shapes = {(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)}
-    return sorted(shapes, key=lambda s: -s[0] * s[1])[:8] or [(256, 256)]
+    return sorted(shapes, key=lambda s: -s[0] * s[1])[:8] or [(16, 16)]
 
 
 def device_name(device: torch.device) -> str:
@@ -123,11 +126,16 @@ def probe(model: nn.Module, device: torch.device, rows: int = 1024, timer: Timer
 def resolve(precision: str, model: nn.Module, device: torch.device,
             timer: Timer | None = None) -> tuple[str, dict | None]:
     """The precision to use and the probe's record (None unless `precision` is auto). bf16 on a
-    device without bf16 support at all (e.g. an old GPU) is never chosen."""
+    device without bf16 support at all (e.g. an old GPU), or for a model whose matmuls are too
+    small to matter (`MIN_PROBE_WEIGHTS`), is never chosen."""
     check(precision)
     if precision != "auto":
         return precision, None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return "fp32", {"device": device_name(device), "choice": "fp32", "reason": "no bf16 support"}
+    largest = max(i * o for i, o in linear_shapes(model))
+    if largest < MIN_PROBE_WEIGHTS:
+        return "fp32", {"device": device_name(device), "choice": "fp32",
+                        "reason": f"largest linear layer has {largest} weights (< {MIN_PROBE_WEIGHTS}): too small to gain"}
     record = probe(model, device, timer=timer)
     return record["choice"], record

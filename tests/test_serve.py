@@ -699,3 +699,13 @@ def test_the_feedback_file_trains_a_model(tmp_path):
     cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.threads = 4, 16, 0.02, 1
     summary = train(cfg, out=tmp_path / "run", quiet=True)
     assert summary["labels"] == ["neg", "pos"] and summary["test"]["accuracy"] >= 0.85
+
+
+def test_several_batch_workers_answer_every_request_once():
+    predictor = OnnxLike(0.005)
+    clf = Classifier(predictor, 100, 8, batching=BatchingConfig(mode="on", workers=3))
+    texts = [f"{'you idiot' if i % 2 else 'nice'} {i}" for i in range(30)]
+    results = _concurrently(lambda t: clf.predict([t])[0], texts)
+    assert [r.label for r in results] == ["toxic" if i % 2 else "not toxic" for i in range(30)]
+    assert clf.batcher.requests == 30 and sum(predictor.sizes) == 30 and len(clf.batcher._threads) == 3
+    assert Classifier(SlowCounting(False), 10, 4, batching=BatchingConfig(mode="on", workers=3)).batcher.workers == 1

@@ -1,7 +1,7 @@
 """Dynamic batching for the classifier API: concurrent requests become one model call.
 
-Each request thread hands its texts to the ``Batcher`` and waits. One worker thread takes the
-first waiting request, gathers whatever else is waiting (and, while the server is under
+Each request thread hands its texts to the ``Batcher`` and waits. A worker thread (``workers``
+of them, so that one call's tokenizing overlaps another's model run) takes the first waiting request, gathers whatever else is waiting (and, while the server is under
 concurrent load, whatever arrives within ``max_wait_ms``) up to ``max_size`` texts, and runs
 them as one ``predict_proba`` call (the predictors sort a call's texts by length and run them
 in length-sorted batches, so padding stays small). The rows go back to their requests.
@@ -34,6 +34,7 @@ class BatchingConfig:
     mode: str = field(default="auto", metadata={"help": "auto (on for the ONNX backends), on or off"})
     max_wait_ms: float = field(default=2.0, metadata={"help": "under concurrent load, wait at most this long for more requests to join a call"})
     max_size: int = field(default=64, metadata={"help": "texts per gathered model call (a larger single request still runs whole)"})
+    workers: int = field(default=2, metadata={"help": "gathered calls in flight at once (one tokenizes while another runs the model); 1 for a predictor that is not thread safe"})
 
     def enabled_for(self, backend: str | None) -> bool:
         if self.mode not in MODES:
@@ -52,14 +53,17 @@ class _Request:
 class Batcher:
     """Gathers concurrent ``submit(texts)`` calls into calls of ``fn(texts) -> (N, C)``."""
 
-    def __init__(self, fn: Callable[[list[str]], np.ndarray], max_size: int = 64, max_wait_ms: float = 2.0):
+    def __init__(self, fn: Callable[[list[str]], np.ndarray], max_size: int = 64, max_wait_ms: float = 2.0,
+                 workers: int = 1):
         self.fn, self.max_size, self.max_wait = fn, max(1, max_size), max(0.0, max_wait_ms) / 1000
+        self.workers = max(1, workers)
         self.calls = 0  # model calls made (for tests and /healthz)
         self.requests = 0  # requests answered
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._loaded = False  # the last call served more than one request
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
+        self._count_lock = threading.Lock()
 
     def submit(self, texts: list[str]) -> np.ndarray:
         """Probabilities (len(texts), C) for these texts, computed together with whatever other
@@ -70,11 +74,13 @@ class Batcher:
         return request.future.result()
 
     def _ensure_worker(self) -> None:
-        if self._thread is None:
+        if not self._threads:
             with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, name="slimtext-batcher", daemon=True)
-                    self._thread.start()
+                if not self._threads:
+                    for i in range(self.workers):
+                        t = threading.Thread(target=self._loop, name=f"slimtext-batcher-{i}", daemon=True)
+                        t.start()
+                        self._threads.append(t)
 
     def _loop(self) -> None:
         while True:
@@ -95,20 +101,23 @@ class Batcher:
     def _run(self, batch: list[_Request]) -> None:
         texts = [t for r in batch for t in r.texts]
         try:
-            self.calls += 1
+            with self._count_lock:
+                self.calls += 1
             probs = np.asarray(self.fn(texts))
             if probs.ndim != 2 or probs.shape[0] != len(texts):
                 raise RuntimeError(f"predict_proba returned shape {probs.shape} for {len(texts)} texts")
         except Exception as e:  # noqa: BLE001 - delivered to the request(s) it belongs to
             if len(batch) == 1:
-                self.requests += 1
+                with self._count_lock:
+                    self.requests += 1
                 batch[0].future.set_exception(e)
             else:  # find whose texts failed: each request on its own
                 for r in batch:
                     self._run([r])
             return
         start = 0
+        with self._count_lock:
+            self.requests += len(batch)
         for r in batch:
-            self.requests += 1
             r.future.set_result(probs[start:start + len(r.texts)])  # (n_r, C)
             start += len(r.texts)

@@ -47,7 +47,8 @@ class Classifier:
         thread_safe = getattr(predictor, "thread_safe", False)
         self._lock = nullcontext() if thread_safe else threading.Lock()
         batching = batching or BatchingConfig()
-        self.batcher = (Batcher(self._call, batching.max_size, batching.max_wait_ms)
+        workers = batching.workers if thread_safe else 1  # one call at a time anyway: the lock
+        self.batcher = (Batcher(self._call, batching.max_size, batching.max_wait_ms, workers)
                         if batching.enabled_for(getattr(predictor, "backend", None)) else None)
 
     def check_text(self, text: str, field: str = "text") -> None:

@@ -421,7 +421,8 @@ def test_batching_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("SLIMTEXT_BATCHING", "off")
     monkeypatch.setenv("SLIMTEXT_BATCH_WAIT_MS", "5")
     monkeypatch.setenv("SLIMTEXT_BATCH_SIZE", "32")
-    assert batching_from_env() == BatchingConfig(mode="off", max_wait_ms=5.0, max_size=32)
+    monkeypatch.setenv("SLIMTEXT_BATCH_WORKERS", "3")
+    assert batching_from_env() == BatchingConfig(mode="off", max_wait_ms=5.0, max_size=32, workers=3)
     monkeypatch.setenv("SLIMTEXT_BATCHING", "sometimes")
     with pytest.raises(SlimtextError, match="SLIMTEXT_BATCHING"):
         batching_from_env()

@@ -344,7 +344,8 @@ def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (de
               review_band: Annotated[float, typer.Option(help="a verdict within this of the threshold needs review")] = 0.1,
               batching: Annotated[str, typer.Option(help="gather concurrent requests into one model call: auto (on for the ONNX backends), on or off")] = "auto",
               batch_wait_ms: Annotated[float, typer.Option(help="batching: under load, wait at most this long for more requests to join a call")] = 2.0,
-              batch_size: Annotated[int, typer.Option(help="batching: texts per gathered model call")] = 64):
+              batch_size: Annotated[int, typer.Option(help="batching: texts per gathered model call")] = 64,
+              batch_workers: Annotated[int, typer.Option(help="batching: gathered calls in flight at once")] = 8):
     """Serve a model: the moderator's page and a JSON API (docs/web.md).
 
     The page says whether a text is toxic and why (word highlights), scores uploaded files and
@@ -359,6 +360,7 @@ def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (de
     os.environ["SLIMTEXT_BATCHING"] = batching
     os.environ["SLIMTEXT_BATCH_WAIT_MS"] = str(batch_wait_ms)
     os.environ["SLIMTEXT_BATCH_SIZE"] = str(batch_size)
+    os.environ["SLIMTEXT_BATCH_WORKERS"] = str(batch_workers)
     if feedback is not None:
         os.environ["SLIMTEXT_FEEDBACK"] = str(feedback.resolve())
     run = run or default_run()

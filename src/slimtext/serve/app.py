@@ -278,13 +278,15 @@ def workbench_from_env() -> WorkbenchConfig:
 
 
 def batching_from_env() -> BatchingConfig:
-    """``SLIMTEXT_BATCHING`` (auto, on, off), ``SLIMTEXT_BATCH_WAIT_MS``, ``SLIMTEXT_BATCH_SIZE``."""
+    """``SLIMTEXT_BATCHING`` (auto, on, off), ``SLIMTEXT_BATCH_WAIT_MS``, ``SLIMTEXT_BATCH_SIZE``,
+    ``SLIMTEXT_BATCH_WORKERS``."""
     d = BatchingConfig()
     mode = os.environ.get("SLIMTEXT_BATCHING", "") or d.mode
     if mode not in MODES:
         raise SlimtextError(f"SLIMTEXT_BATCHING={mode!r}: valid are {', '.join(MODES)}")
     return BatchingConfig(mode=mode, max_wait_ms=_env_float("SLIMTEXT_BATCH_WAIT_MS", d.max_wait_ms),
-                          max_size=_env_int("SLIMTEXT_BATCH_SIZE", d.max_size))
+                          max_size=_env_int("SLIMTEXT_BATCH_SIZE", d.max_size),
+                          workers=_env_int("SLIMTEXT_BATCH_WORKERS", d.workers))
 
 
 def app_from_env() -> FastAPI:

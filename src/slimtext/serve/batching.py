@@ -1,7 +1,9 @@
 """Dynamic batching for the classifier API: concurrent requests become one model call.
 
 Each request thread hands its texts to the ``Batcher`` and waits. A worker thread (``workers``
-of them, so that one call's tokenizing overlaps another's model run) takes the first waiting request, gathers whatever else is waiting (and, while the server is under
+of them: calls in flight overlap one's tokenizing with another's model run, and their waits for
+the CPU; on the busy 2-core dev machine 8 served 1.3x the requests of no batching in-process,
+2 served fewer) takes the first waiting request, gathers whatever else is waiting (and, while the server is under
 concurrent load, whatever arrives within ``max_wait_ms``) up to ``max_size`` texts, and runs
 them as one ``predict_proba`` call (the predictors sort a call's texts by length and run them
 in length-sorted batches, so padding stays small). The rows go back to their requests.
@@ -34,7 +36,7 @@ class BatchingConfig:
     mode: str = field(default="auto", metadata={"help": "auto (on for the ONNX backends), on or off"})
     max_wait_ms: float = field(default=2.0, metadata={"help": "under concurrent load, wait at most this long for more requests to join a call"})
     max_size: int = field(default=64, metadata={"help": "texts per gathered model call (a larger single request still runs whole)"})
-    workers: int = field(default=2, metadata={"help": "gathered calls in flight at once (one tokenizes while another runs the model); 1 for a predictor that is not thread safe"})
+    workers: int = field(default=8, metadata={"help": "gathered calls in flight at once (thread-safe predictors only; others get 1)"})
 
     def enabled_for(self, backend: str | None) -> bool:
         if self.mode not in MODES:

@@ -150,3 +150,32 @@ def test_progress_lines_stay_one_start_and_one_end_per_run(tmp_path, capsys, fak
     for name in ("teacher-s0", "odd-s0", "tfidf-s0"):
         mine = [line for line in err if f"] {name}:" in line]
         assert len(mine) == 2 and "starting" in mine[0] and "done in" in mine[1], mine
+
+
+def test_sweep_jobs_run_points_at_once(tmp_path, monkeypatch):
+    from slimtext.experiments.sweep import run_sweep
+    from test_sweep import FakeTrain, _sweep_file
+
+    class Slow(FakeTrain):
+        def __init__(self):
+            super().__init__()
+            self.lock, self.live, self.most = threading.Lock(), 0, 0
+
+        def __call__(self, argv, log):
+            with self.lock:
+                self.live += 1
+                self.most = max(self.most, self.live)
+            time.sleep(0.1)
+            try:
+                return super().__call__(argv, log)
+            finally:
+                with self.lock:
+                    self.live -= 1
+
+    runner = Slow()
+    run_sweep(_sweep_file(tmp_path), out=tmp_path / "a", runner=runner, quiet=True, jobs=2)
+    assert len(runner.calls) == 4 and runner.most == 2
+    monkeypatch.setattr(study.os, "cpu_count", lambda: 1)  # base threads 1 on one core: one at a time
+    runner = Slow()
+    run_sweep(_sweep_file(tmp_path), out=tmp_path / "b", runner=runner, quiet=True)
+    assert len(runner.calls) == 4 and runner.most == 1

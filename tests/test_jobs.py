@@ -4,6 +4,11 @@ Runs are faked (tests/test_study.py's FakeRunner), slowed a little so that they 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -179,3 +184,40 @@ def test_sweep_jobs_run_points_at_once(tmp_path, monkeypatch):
     runner = Slow()
     run_sweep(_sweep_file(tmp_path), out=tmp_path / "b", runner=runner, quiet=True)
     assert len(runner.calls) == 4 and runner.most == 1
+
+
+# --- a study with runs in several threads: a dying study still takes every child along -----------
+
+_PARENT = """
+import sys
+from pathlib import Path
+from slimtext.experiments.study import PlannedRun, execute, subprocess_runner
+out, child = Path(sys.argv[1]), sys.argv[2]
+runs = [PlannedRun(f"r{i}-s0", "r", 0, ["x", "--out", str(out / f"r{i}-s0")]) for i in range(2)]
+def runner(argv, log):
+    return subprocess_runner([sys.executable, "-c", child, str(out / (log.stem + ".pids"))], log)
+execute(runs, out, runner=runner, quiet=True, jobs=2)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
+def test_a_dying_jobs_study_takes_every_child_along(tmp_path, sig):
+    from test_faults import _CHILD, _gone, _wait
+
+    files = [tmp_path / f"r{i}-s0.pids" for i in range(2)]
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path), _CHILD])
+    pids: list[int] = []
+    try:
+        assert _wait(lambda: all(f.exists() and " " in f.read_text() for f in files), 60), "not both started"
+        pids = [int(p) for f in files for p in f.read_text().split()]  # child, grandchild, child, grandchild
+        parent.send_signal(sig)
+        parent.wait(30)
+        assert _wait(lambda: _gone(pids[0]) and _gone(pids[2]), 15), "a run outlived the study"
+        if sig != signal.SIGKILL:
+            assert _wait(lambda: _gone(pids[1]) and _gone(pids[3]), 15), "a run's own child outlived it"
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        parent.kill()

@@ -9,6 +9,12 @@ JSON with --json. Only ever targets 127.0.0.1.
     python bench/load.py --run runs/davidson/best --json load.json
     python bench/load.py --run RUN --workers 2               # uvicorn --workers 2
     python bench/load.py --url http://127.0.0.1:8000         # a server you started
+    python bench/load.py --run RUN --batching off,on --rounds 3   # with and without batching
+
+`--batching off,on` starts one server per mode (SLIMTEXT_BATCHING) and, `--rounds` times, runs
+every level against each in turn (interleaved, so a busy machine's noise hits both alike); per
+mode and level it reports the median over rounds of requests/s, p50 and p99, and the ratios
+on/off.
 
 The client runs in this Python process: at high request rates it competes with the server for
 the CPU, so read the numbers of a fast model as a lower bound (see docs/web.md).
@@ -64,7 +70,9 @@ def serve_fake(port: int, model_ms: float) -> None:
             rude = [any(w in t.lower() for w in ("hate", "idiot", "shut up")) for t in texts]
             return np.array([[0.1, 0.9] if r else [0.8, 0.2] for r in rude])  # (N, 2)
 
-    app = create_app(KeywordPredictor(), model_name="fake-keywords")
+    from slimtext.serve.app import batching_from_env
+
+    app = create_app(KeywordPredictor(), model_name="fake-keywords", batching=batching_from_env())
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -74,10 +82,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args) -> tuple[subprocess.Popen, str, Path]:
+def start_server(args, batching: str = "") -> tuple[subprocess.Popen, str, Path]:
     port = args.port or free_port()
     log = Path(tempfile.mkstemp(prefix="slimtext-load-", suffix=".log")[1])
     env = dict(os.environ)
+    if batching:
+        env["SLIMTEXT_BATCHING"] = batching
     if args.fake:
         cmd = [sys.executable, __file__, "--serve-fake", "--port", str(port)]
         cmd += ["--fake-ms", str(args.fake_ms)]
@@ -214,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0, help="port for a started server (free one)")
     ap.add_argument("--startup-timeout", type=float, default=180.0, help="model load wait, s")
     ap.add_argument("--fake-ms", type=float, default=0.0, help="--fake: sleep per model call")
+    ap.add_argument("--batching", default="", help="comma-separated SLIMTEXT_BATCHING modes (auto,on,off), one server each (default: the server's own)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds over levels and modes (1)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -231,49 +243,95 @@ def main(argv: list[str] | None = None) -> int:
         texts = [line for line in Path(args.texts).read_text().splitlines() if line.strip()]
 
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    proc = log = None
-    url = (args.url or "").rstrip("/")
-    if not args.url:
-        proc, url, log = start_server(args)
+    modes = [m.strip() for m in (args.batching or "").split(",") if m.strip()] or [""]
+    if args.url and modes != [""]:
+        ap.error("--batching starts its own servers: use --run or --fake")
+    servers: dict[str, tuple] = {}  # mode -> (proc, url, log)
+    health: dict[str, dict] = {}
+    rounds: dict[str, list[list[dict]]] = {m: [] for m in modes}
     try:
-        health = wait_healthy(url, proc, args.startup_timeout, log)
-        print(f"server {url}  model {health.get('model')}  labels {health.get('labels')}")
-        run_level(url, 1, 60.0, args.warmup, texts, args.timeout)
-        results = []
-        for c in levels:
-            results.append(run_level(url, c, args.seconds, args.max_requests, texts, args.timeout))
-            print(f"  concurrency {c}: done", file=sys.stderr)
+        for mode in modes:
+            servers[mode] = start_server(args, mode) if not args.url else (None, args.url.rstrip("/"), None)
+            if args.port:
+                args.port += 1
+        for mode, (proc, url, log) in servers.items():
+            health[mode] = wait_healthy(url, proc, args.startup_timeout, log)
+            print(f"server {url}  model {health[mode].get('model')}  batching "
+                  f"{health[mode].get('batching')}  labels {health[mode].get('labels')}")
+            run_level(url, 1, 60.0, args.warmup, texts, args.timeout)
+        for r in range(args.rounds):
+            for c in levels:
+                for mode, (_, url, _) in servers.items():
+                    rounds[mode].append([run_level(url, c, args.seconds, args.max_requests, texts, args.timeout)])
+                    print(f"  round {r + 1} concurrency {c} {mode or 'server default'}: "
+                          f"{rounds[mode][-1][0]['requests_per_s']} req/s", file=sys.stderr)
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for proc, _, log in servers.values():
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             if log is not None:
                 log.unlink(missing_ok=True)
 
-    print_table(results)
+    by_mode = {mode: combine([x[0] for x in runs], levels) for mode, runs in rounds.items()}
+    for mode, results in by_mode.items():
+        if len(by_mode) > 1:
+            print(f"batching {mode}:")
+        print_table(results)
     report = {
-        "url": url,
         "target": "fake" if args.fake else (args.run or args.url),
-        "server": health,
+        "server": health[modes[0]],
         "workers": args.workers if args.run else None,
         "seconds_per_level": args.seconds,
         "max_requests_per_level": args.max_requests,
+        "rounds": args.rounds,
         "texts": len(texts),
-        "levels": results,
+        "levels": by_mode[modes[0]],
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "started_at": started_at,
     }
+    if len(modes) > 1:
+        report["batching"] = {mode: {"server": health[mode], "levels": by_mode[mode]} for mode in modes}
+        if "on" in by_mode and "off" in by_mode:
+            report["on_over_off"] = [
+                {"concurrency": on["concurrency"],
+                 "requests_per_s": _ratio(on["requests_per_s"], off["requests_per_s"]),
+                 "p50_ms": _ratio(on["p50_ms"], off["p50_ms"]), "p99_ms": _ratio(on["p99_ms"], off["p99_ms"])}
+                for on, off in zip(by_mode["on"], by_mode["off"])]
+            print("on / off:", json.dumps(report["on_over_off"]))
+    results = [lvl for m in by_mode.values() for lvl in m]
     if args.json:
         for level in results:  # strict JSON has no NaN
             level.update({k: None for k, v in level.items() if isinstance(v, float) and v != v})
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 1 if any(level["failed"] for level in results) else 0
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a and b and a == a and b == b else None
+
+
+def combine(runs: list[dict], levels: list[int]) -> list[dict]:
+    """One row per level: the median over rounds of every number (requests summed)."""
+    out = []
+    for c in levels:
+        mine = [r for r in runs if r["concurrency"] == c]
+        row = {"concurrency": c, "rounds": len(mine)}
+        for key in ("requests", "ok", "failed"):
+            row[key] = sum(r[key] for r in mine)
+        for key in ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_p50_ms"):
+            values = sorted(r[key] for r in mine if r[key] == r[key])
+            row[key] = values[len(values) // 2] if values else math.nan
+        row["per_round_requests_per_s"] = [r["requests_per_s"] for r in mine]
+        row["errors"] = dict(sum((Counter(r["errors"]) for r in mine), Counter()))
+        out.append(row)
+    return out
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ fp32 and bf16 linear-layer GFLOP/s measured in this process.
 
     python bench/train_speed.py --steps 5 --rounds 1 --threads 1          # smoke run
     python bench/train_speed.py --model bert-base-random --precision bf16 --json out.json
+    python bench/train_speed.py --precision auto --methods full --json out.json
+
+`--precision auto` resolves as training does (`slimtext.train.precision`: a cached probe of the
+model's matmul shapes; bf16 only where >= 1.2x faster); the Trainer then runs fp32 (unless
+--hf-precision says otherwise), which is the comparison issue 20 asks for. The probe's record
+goes into the JSON as `precision_probe`, beside the matmul peaks measured in the same run.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from slimtext.rundir import RunDir  # noqa: E402
 from slimtext.train import head_cache  # noqa: E402
 from slimtext.train.loop import TrainConfig, fit, make_optimizer, make_scheduler, train_step  # noqa: E402
 from slimtext.train.losses import CrossEntropy  # noqa: E402
+from slimtext.train.precision import resolve  # noqa: E402
 
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=3072)
@@ -309,10 +316,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (A, B, A, B, ...)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128, help="truncate to this many tokens")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                    help="slimtext's training precision")
+    ap.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
+                    help="slimtext's training precision (auto: the probe's choice)")
     ap.add_argument("--hf-precision", default="same", choices=["same", "fp32", "bf16"],
-                    help="the Trainer's precision (same: as --precision)")
+                    help="the Trainer's precision (same: as --precision; fp32 with auto)")
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--lora-rank", type=int, default=8)
     ap.add_argument("--lora-alpha", type=float, default=16)
@@ -323,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     if args.hf_precision == "same":
-        args.hf_precision = args.precision
+        args.hf_precision = "fp32" if args.precision == "auto" else args.precision
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if bad := set(methods) - {"full", "head", "lora"}:
         ap.error(f"unknown method(s) {sorted(bad)}; use full, head, lora")
@@ -335,7 +342,13 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         folder = checkpoint_folder(args.model, tmp)
         split, dev = load_train_split(folder, args.max_length)
-        hidden = load_encoder(folder).config.hidden_size
+        encoder = load_encoder(folder)
+        hidden = encoder.config.hidden_size
+        probe = None
+        if args.precision == "auto":  # as training resolves it (cached per machine)
+            args.precision, probe = resolve("auto", encoder, torch.device("cpu"))
+            print(f"precision auto -> {args.precision} (bf16 {probe['speedup']}x fp32 on the "
+                  f"model's shapes{', cached' if probe['cached'] else ''})", file=sys.stderr)
         print(f"{args.model}: measuring matmul peaks ...", file=sys.stderr)
         peaks = matmul_peaks(hidden, tokens=args.batch_size * 32)
         rows = []
@@ -364,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
     for c, v in lora_vs_full.items():
         print(f"{c}: a LoRA step takes {v:.2f}x the time of a full step (per real token)")
     result = {"model": args.model, "args": vars(args), "machine": machine(), "matmul": peaks,
-              "rows": rows, "lora_step_vs_full_step": lora_vs_full}
+              "precision_probe": probe, "rows": rows, "lora_step_vs_full_step": lora_vs_full}
     write_json(args.json, result)
     return result
 

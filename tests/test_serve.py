@@ -15,7 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from slimtext.errors import SlimtextError
-from slimtext.serve.app import app_from_env, create_app, create_app_from_run, serve
+from slimtext.serve.app import (
+    app_from_env,
+    batching_from_env,
+    create_app,
+    create_app_from_run,
+    serve,
+)
+from slimtext.serve.batching import BatchingConfig
 from slimtext.serve.classifier import Classifier
 
 TOXIC_WORDS = {"hate", "idiot", "stupid"}
@@ -115,6 +122,7 @@ def test_healthz(client):
         "max_batch": MAX_BATCH,
         "threshold": 0.5,  # no calibration.json: 0.5
         "review_band": 0.1,
+        "batching": False,  # not an ONNX backend
     }
 
 
@@ -309,6 +317,115 @@ def test_lock_covers_one_call_unless_thread_safe(thread_safe, expect_overlap):
     for t in threads:
         t.join()
     assert (predictor.peak > 1) == expect_overlap
+
+
+# ---- dynamic batching (serve/batching.py) ----------------------------------------------------------
+
+
+class OnnxLike(KeywordPredictor):
+    """An ONNX-backend stand-in: thread safe, a fixed cost per call, fails a call holding 'boom'."""
+
+    backend, thread_safe = "onnx-int8", True
+
+    def __init__(self, cost_s: float = 0.01):
+        super().__init__()
+        self.cost_s, self.sizes = cost_s, []
+
+    def predict_proba(self, texts):
+        self.sizes.append(len(texts))
+        time.sleep(self.cost_s)
+        if any("boom" in t for t in texts):
+            raise ValueError("cannot tokenize boom")
+        return super().predict_proba(texts)
+
+
+def _concurrently(fn, args: list) -> list:
+    """fn(arg) for every arg, all started together; each result or the exception it raised."""
+    out: list = [None] * len(args)
+    start = threading.Barrier(len(args))
+
+    def one(i):
+        start.wait()
+        try:
+            out[i] = fn(args[i])
+        except Exception as e:  # noqa: BLE001 - the test looks at it
+            out[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_batching_is_on_by_default_for_onnx_only():
+    assert Classifier(OnnxLike(), 100, 8).batcher is not None
+    assert Classifier(KeywordPredictor(), 100, 8).batcher is None  # torch / unknown backend: off
+    assert Classifier(OnnxLike(), 100, 8, batching=BatchingConfig(mode="off")).batcher is None
+    assert Classifier(KeywordPredictor(), 100, 8, batching=BatchingConfig(mode="on")).batcher is not None
+    assert TestClient(create_app(OnnxLike())).get("/healthz").json()["batching"] is True
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_answers():
+    predictor = OnnxLike()
+    clf = Classifier(predictor, 100, 8)
+    texts = [f"{'I hate' if i % 3 == 0 else 'lovely'} text {i}" for i in range(24)]
+    results = _concurrently(lambda t: clf.predict([t])[0], texts)
+    assert predictor.calls < len(texts) and max(predictor.sizes) > 1  # fewer, larger model calls
+    for text, r in zip(texts, results):
+        assert r.label == ("toxic" if "hate" in text else "not toxic"), text
+    assert clf.batcher.requests == len(texts)
+
+
+def test_one_bad_request_fails_alone():
+    predictor = OnnxLike()
+    clf = Classifier(predictor, 100, 8)
+    texts = ["I hate you", "boom", "nice day", "you idiot", "ok then", "fine"]
+    results = _concurrently(lambda t: clf.predict([t])[0], texts)
+    assert isinstance(results[1], ValueError) and "boom" in str(results[1])
+    for text, r in zip(texts, results):
+        if text != "boom":
+            assert r.label == ("toxic" if text in ("I hate you", "you idiot") else "not toxic")
+
+
+def test_through_the_api_a_bad_request_is_its_own_500():
+    predictor = OnnxLike()
+    with TestClient(create_app(predictor), raise_server_exceptions=False) as client:
+        bodies = [{"text": "I hate you"}, {"text": "boom"}, {"text": "nice"}, {"text": "you idiot"}]
+        responses = _concurrently(lambda b: client.post("/api/classify", json=b), bodies)
+    assert [r.status_code for r in responses] == [200, 500, 200, 200]
+    assert [r.json().get("label") for r in responses] == ["toxic", None, "not toxic", "toxic"]
+    assert "error" in responses[1].json()
+
+
+def test_a_lone_request_is_not_held_back_by_the_gather_window():
+    wait_ms = 20.0
+    on = Classifier(OnnxLike(0.002), 100, 8, batching=BatchingConfig(mode="on", max_wait_ms=wait_ms))
+    off = Classifier(OnnxLike(0.002), 100, 8, batching=BatchingConfig(mode="off"))
+
+    def median_ms(clf) -> float:
+        times = []
+        for i in range(25):
+            t0 = time.perf_counter()
+            clf.predict([f"text {i}"])
+            times.append((time.perf_counter() - t0) * 1000)
+        return sorted(times)[len(times) // 2]
+
+    _concurrently(lambda t: on.predict([t]), [f"load {i}" for i in range(8)])  # a loaded moment first
+    assert median_ms(on) <= median_ms(off) + wait_ms
+    assert median_ms(on) < wait_ms  # sequential requests: the window stays closed
+
+
+def test_batching_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SLIMTEXT_BATCHING", "off")
+    monkeypatch.setenv("SLIMTEXT_BATCH_WAIT_MS", "5")
+    monkeypatch.setenv("SLIMTEXT_BATCH_SIZE", "32")
+    monkeypatch.setenv("SLIMTEXT_BATCH_WORKERS", "3")
+    assert batching_from_env() == BatchingConfig(mode="off", max_wait_ms=5.0, max_size=32, workers=3)
+    monkeypatch.setenv("SLIMTEXT_BATCHING", "sometimes")
+    with pytest.raises(SlimtextError, match="SLIMTEXT_BATCHING"):
+        batching_from_env()
 
 
 # ---- loading from a run directory (slimtext.inference.predictor replaced by a stand-in) ------------------
@@ -604,3 +721,13 @@ def test_blank_and_invisible_only_texts_are_rejected_and_the_schema_says_so(clie
     assert schema["BatchRequest"]["properties"]["texts"]["maxItems"] == MAX_BATCH
     assert schema["ExplainRequest"]["properties"]["method"]["enum"] == ["auto", "occlusion"]  # no torch model
 
+
+
+def test_several_batch_workers_answer_every_request_once():
+    predictor = OnnxLike(0.005)
+    clf = Classifier(predictor, 100, 8, batching=BatchingConfig(mode="on", workers=3))
+    texts = [f"{'you idiot' if i % 2 else 'nice'} {i}" for i in range(30)]
+    results = _concurrently(lambda t: clf.predict([t])[0], texts)
+    assert [r.label for r in results] == ["toxic" if i % 2 else "not toxic" for i in range(30)]
+    assert clf.batcher.requests == 30 and sum(predictor.sizes) == 30 and len(clf.batcher._threads) == 3
+    assert Classifier(SlowCounting(False), 10, 4, batching=BatchingConfig(mode="on", workers=3)).batcher.workers == 1

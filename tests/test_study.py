@@ -203,8 +203,10 @@ def test_real_tiny_study_killed_then_completed(tiny_csv, tmp_path, monkeypatch):
     md = run_study("tiny", data=str(tiny_csv), out=out, threads=1, quiet=True, runner=counting)
     names = [Path(a[a.index("--resume") + 1] if "--resume" in a else a[a.index("--out") + 1]).name
              for a in calls]  # fmt: skip
-    assert names == ["teacher-s0", "odd-s0", "even-s0", "lora-odd-s0", "lstm-s0", "distilrnn-s0"]
-    assert ["--resume" in a for a in calls] == [True, False, False, False, True, False]
+    # threads=1 on 2 cores: two runs at once (--jobs default), so the order of starts may vary
+    assert sorted(names) == sorted(["teacher-s0", "odd-s0", "even-s0", "lora-odd-s0", "lstm-s0", "distilrnn-s0"])
+    assert names.index("teacher-s0") < min(names.index(n) for n in ("odd-s0", "even-s0", "lora-odd-s0"))
+    assert {n for n, a in zip(names, calls) if "--resume" in a} == {"teacher-s0", "lstm-s0"}
     for name in names:
         assert [r["epoch"] for r in RunDir(out / name).read_metrics()] == [1, 2], name
     text = md.read_text()

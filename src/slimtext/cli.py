@@ -279,6 +279,7 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
               threads: Annotated[int, typer.Option(help="torch threads per run (0: torch's default)")] = 0,
               set_: Annotated[list[str] | None, typer.Option("--set", help="override a preset field, key=value (e.g. epochs=1, max_examples=4000); repeatable")] = None,
               cross: Annotated[str | None, typer.Option(help="afterwards, evaluate every run on these datasets' test splits (comma-separated; A+B is a union): cross.json and a train-on x test-on matrix in the report")] = None,
+              jobs: Annotated[int | None, typer.Option(help="runs at once, each after the runs it needs (default: cores // --threads; 1 when --threads is 0)")] = None,
               quiet: bool = False):
     """Run the whole comparison of teacher, students and baselines, then write a report.
 
@@ -292,7 +293,7 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
     from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
     md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=is_quiet(quiet), threads=threads,
-                   overrides=set_, cross=parse_cross(cross))
+                   overrides=set_, cross=parse_cross(cross), jobs=jobs)
     typer.echo(f"report: {md}\nreport: {md.with_suffix('.html')}")
 
 
@@ -302,6 +303,7 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
               search: Annotated[str | None, typer.Option(help="grid (every point) or optuna (a search)")] = None,
               trials: Annotated[int | None, typer.Option(help="optuna trials")] = None,
               metric: Annotated[str | None, typer.Option(help="objective, e.g. dev.macro_f1")] = None,
+              jobs: Annotated[int | None, typer.Option(help="points (or Optuna trials) at once (default: cores // the base config's train.threads; 1 when that is 0)")] = None,
               quiet: bool = False):
     """Sweep hyper-parameters: a resumable grid or an Optuna search.
 
@@ -309,7 +311,7 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
     from slimtext.experiments.sweep import run_sweep  # noqa: PLC0415
     from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
-    md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=is_quiet(quiet))
+    md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=is_quiet(quiet), jobs=jobs)
     typer.echo(f"report: {md}")
 
 
@@ -339,7 +341,11 @@ def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (de
               workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model")] = 1,
               backend: BackendOpt = "torch",
               feedback: Annotated[Path | None, typer.Option(help="JSON Lines file the 'wrong?' button appends to (default RUN/feedback.jsonl)")] = None,
-              review_band: Annotated[float, typer.Option(help="a verdict within this of the threshold needs review")] = 0.1):
+              review_band: Annotated[float, typer.Option(help="a verdict within this of the threshold needs review")] = 0.1,
+              batching: Annotated[str, typer.Option(help="gather concurrent requests into one model call: auto (on for the ONNX backends), on or off")] = "auto",
+              batch_wait_ms: Annotated[float, typer.Option(help="batching: under load, wait at most this long for more requests to join a call")] = 2.0,
+              batch_size: Annotated[int, typer.Option(help="batching: texts per gathered model call")] = 64,
+              batch_workers: Annotated[int, typer.Option(help="batching: gathered calls in flight at once")] = 8):
     """Serve a model: the moderator's page and a JSON API (docs/web.md).
 
     The page says whether a text is toxic and why (word highlights), scores uploaded files and
@@ -351,6 +357,10 @@ def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (de
 
     os.environ["SLIMTEXT_BACKEND"] = backend  # read by every worker's app factory
     os.environ["SLIMTEXT_REVIEW_BAND"] = str(review_band)
+    os.environ["SLIMTEXT_BATCHING"] = batching
+    os.environ["SLIMTEXT_BATCH_WAIT_MS"] = str(batch_wait_ms)
+    os.environ["SLIMTEXT_BATCH_SIZE"] = str(batch_size)
+    os.environ["SLIMTEXT_BATCH_WORKERS"] = str(batch_workers)
     if feedback is not None:
         os.environ["SLIMTEXT_FEEDBACK"] = str(feedback.resolve())
     run = run or default_run()

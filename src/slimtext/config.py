@@ -21,7 +21,8 @@ from slimtext.data.registry import DataConfig
 from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.models.lora import LoRAConfig
 from slimtext.models.rnn import RNNConfig
-from slimtext.train.loop import METRICS, OPTIMIZERS, PRECISIONS, TrainConfig
+from slimtext.train.loop import METRICS, OPTIMIZERS, TrainConfig
+from slimtext.train.precision import PRECISIONS
 
 METHODS = ("full", "head", "lora")
 

@@ -16,7 +16,10 @@ Each run is a subprocess (`python -m slimtext train|distill ... --out <study>/<n
 memory is its own, and a crash ends that run, not the study. The plan goes to `study.json` first.
 Rerunning the same command skips finished runs (summary.json present), resumes interrupted ones
 (`--resume` when a checkpoint exists) and restarts the rest from scratch, so an interrupted study
-completes instead of starting over. Students wait for the teacher of their seed.
+completes instead of starting over. Students wait for the teacher of their seed. `--jobs N`
+(default: cores // threads per run) runs up to N independent runs at once, in plan order as
+slots free up; the students of one teacher then share its logit cache, computed once under a
+file lock (`slimtext.recipes.teacher_cache`).
 
 References: Hinton et al. 2015 (KD), Sanh et al. 2019 (DistilBERT), Sajjad et al. 2023 (layer
 dropping), Tang et al. 2019 (DistilRNN / BiLSTM students), Hu et al. 2021 (LoRA).
@@ -28,6 +31,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import queue
 import shlex
 import shutil
 import signal
@@ -222,10 +226,22 @@ def plan_study(
     return runs
 
 
+_LIVE: set[subprocess.Popen] = set()  # children of subprocess_runner still running (any thread)
+_LIVE_LOCK = threading.Lock()
+
+
+def _kill_live() -> None:
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        _kill_group(proc)
+
+
 def subprocess_runner(argv: list[str], log: Path) -> int:
     """Run one command with its output appended to `log`; returns the exit status. The command gets
     its own process group, killed whole if this process leaves early (an exception, Ctrl-C, or
-    SIGTERM/SIGHUP under `execute`); on Linux it also gets SIGTERM if this process dies outright."""
+    SIGTERM/SIGHUP under `execute`, in whichever thread the command was started); on Linux it
+    also gets SIGTERM if the thread that started it dies outright."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"\n$ {shlex.join(argv)}\n")
@@ -233,20 +249,28 @@ def subprocess_runner(argv: list[str], log: Path) -> int:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True,
                                 preexec_fn=_die_with(os.getpid()) if sys.platform == "linux" else None)
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         try:
             return proc.wait()
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
 
 
 def _die_with(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGTERM when `parent` dies (prctl PR_SET_PDEATHSIG)."""
+    """A preexec_fn: the child gets SIGTERM when `parent` dies (prctl PR_SET_PDEATHSIG). libc is
+    looked up here, in the parent: between fork and exec in a process with other threads (`--jobs`)
+    the child must not take locks such as dlopen's."""
+    import ctypes  # noqa: PLC0415
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def preexec() -> None:
-        import ctypes  # noqa: PLC0415
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -274,12 +298,15 @@ def _clock(seconds: float) -> str:
 
 
 def execute(
-    runs: list[PlannedRun], out: Path, runner: Runner | None = None, quiet: bool = False
+    runs: list[PlannedRun], out: Path, runner: Runner | None = None, quiet: bool = False, jobs: int = 1
 ) -> dict[str, str]:
-    """Run the plan in order, resumably. Returns name -> 'finished' (already), 'ran', 'failed' or
-    'blocked' (a run it needs did not finish). Output of each run goes to `out/logs/<name>.log`."""
-    with _sigterm_as_exit():  # `kill STUDY_PID` also ends the run in progress and its children
-        return _execute(runs, out, runner or subprocess_runner, quiet)
+    """Run the plan, resumably, up to `jobs` runs at once (each after the runs it needs). Returns
+    name -> 'finished' (already), 'ran', 'failed' or 'blocked' (a run it needs did not finish).
+    Output of each run goes to `out/logs/<name>.log`."""
+    if jobs < 1:
+        raise SlimtextError(f"--jobs must be at least 1, got {jobs}")
+    with _sigterm_as_exit():  # `kill STUDY_PID` also ends the runs in progress and their children
+        return _execute(runs, out, runner or subprocess_runner, quiet, jobs)
 
 
 @contextlib.contextmanager
@@ -313,41 +340,91 @@ def _busy(run_dir: Path) -> bool:
     return False
 
 
-def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool) -> dict[str, str]:
+def default_jobs(threads: int) -> int:
+    """Runs at once by default: the cores over the threads each run uses (1 when runs use torch's
+    default, which is every core)."""
+    return max(1, (os.cpu_count() or 1) // threads) if threads else 1
+
+
+def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool, jobs: int = 1) -> dict[str, str]:
+    """Start runs in plan order as slots free up (at most `jobs` at once), each only after every
+    run it needs has ended; one line when a run starts and one when it ends."""
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     status: dict[str, str] = {}
+    names = {r.name for r in runs}
+    pending = list(enumerate(runs, 1))
+    running: dict[str, tuple[str, float]] = {}  # name -> (head, start time)
+    ended: queue.Queue[tuple[str, int | BaseException]] = queue.Queue()
     t_start = time.monotonic()
-    for i, run in enumerate(runs, 1):
-        d = out / run.name
-        head = f"[{i}/{len(runs)}] {run.name}"
-        if (d / "summary.json").exists():
-            status[run.name] = "finished"
-            say(f"{head}: already finished, skipped")
-            continue
-        missing = [n for n in run.needs if not (out / n / "summary.json").exists()]
-        if missing:
-            status[run.name] = "blocked"
-            say(f"{head}: blocked, {', '.join(missing)} did not finish")
-            continue
-        if _busy(d):
-            status[run.name] = "failed"
-            say(f"{head}: another process is writing it ({(d / '.lock').read_text().strip()}); skipped")
-            continue
-        if run.resume_argv and (d / "checkpoint" / "state.pt").exists():
-            argv, action = run.resume_argv, "resuming"
-        else:
-            if d.is_dir():  # started but nothing to resume from: start over
-                shutil.rmtree(d)
-            argv, action = run.argv, "starting"
-        say(f"{head}: {action} (elapsed {_clock(time.monotonic() - t_start)})")
-        t0 = time.monotonic()
-        rc = runner([sys.executable, "-m", *argv], out / "logs" / f"{run.name}.log")
-        ok = rc == 0 and (d / "summary.json").exists()
-        status[run.name] = "ran" if ok else "failed"
-        say(
-            f"{head}: {'done' if ok else f'FAILED (exit {rc}), see logs/{run.name}.log'} in "
-            f"{_clock(time.monotonic() - t0)} (elapsed {_clock(time.monotonic() - t_start)})"
-        )
+
+    def run_one(run: PlannedRun, argv: list[str]) -> None:
+        try:
+            ended.put((run.name, runner([sys.executable, "-m", *argv], out / "logs" / f"{run.name}.log")))
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
+            ended.put((run.name, e))
+
+    def start_ready() -> None:
+        for item in list(pending):
+            if len(running) >= jobs:
+                return
+            i, run = item
+            if any(n in names and n not in status for n in run.needs):
+                continue  # a run it needs has not ended yet
+            pending.remove(item)
+            d = out / run.name
+            head = f"[{i}/{len(runs)}] {run.name}"
+            if (d / "summary.json").exists():
+                status[run.name] = "finished"
+                say(f"{head}: already finished, skipped")
+                continue
+            missing = [n for n in run.needs if not (out / n / "summary.json").exists()]
+            if missing:
+                status[run.name] = "blocked"
+                say(f"{head}: blocked, {', '.join(missing)} did not finish")
+                continue
+            if _busy(d):
+                status[run.name] = "failed"
+                say(f"{head}: another process is writing it ({(d / '.lock').read_text().strip()}); skipped")
+                continue
+            if run.resume_argv and (d / "checkpoint" / "state.pt").exists():
+                argv, action = run.resume_argv, "resuming"
+            else:
+                if d.is_dir():  # started but nothing to resume from: start over
+                    shutil.rmtree(d)
+                argv, action = run.argv, "starting"
+            say(f"{head}: {action} (elapsed {_clock(time.monotonic() - t_start)})")
+            running[run.name] = (head, time.monotonic())
+            if jobs == 1:  # in this thread: Ctrl-C reaches the runner, which kills its child
+                run_one(run, argv)
+            else:
+                threading.Thread(target=run_one, args=(run, argv), daemon=True).start()
+
+    try:
+        while pending or running:
+            waiting = len(pending)
+            start_ready()
+            if not running:
+                if len(pending) == waiting:  # nothing can start: they wait on each other
+                    for _, run in pending:
+                        status[run.name] = "blocked"
+                    pending.clear()
+                continue
+            try:
+                name, rc = ended.get(timeout=0.2)  # a timeout, so SIGTERM/Ctrl-C get through
+            except queue.Empty:
+                continue
+            if isinstance(rc, BaseException):
+                raise rc
+            head, t0 = running.pop(name)
+            ok = rc == 0 and (out / name / "summary.json").exists()
+            status[name] = "ran" if ok else "failed"
+            say(
+                f"{head}: {'done' if ok else f'FAILED (exit {rc}), see logs/{name}.log'} in "
+                f"{_clock(time.monotonic() - t0)} (elapsed {_clock(time.monotonic() - t_start)})"
+            )
+    except BaseException:
+        _kill_live()  # runs in other threads: end their children too
+        raise
     return status
 
 
@@ -391,6 +468,7 @@ def run_study(
     runner: Runner | None = None,
     overrides: list[str] | None = None,
     cross: list[str] | None = None,
+    jobs: int | None = None,
 ) -> Path:
     """Run (or complete) a study and write its report; returns the path of report.md.
 
@@ -398,8 +476,16 @@ def run_study(
     runner: how a command runs (tests inject a fake); default a subprocess per run.
     overrides: `key=value` changes to the preset's fields, recorded in study.json.
     cross: datasets to evaluate every finished run on afterwards (test splits; `cross.json` and
-    the report's train-on x test-on matrix, see experiments/cross.py); checked before any run."""
+    the report's train-on x test-on matrix, see experiments/cross.py); checked before any run.
+    jobs: runs at once (default `default_jobs(threads)`: cores // threads); with jobs > 1 and
+    threads 0, each run gets cores // jobs threads so the runs share the cores instead of
+    oversubscribing them."""
     p = preset_with(preset, overrides)
+    jobs = default_jobs(threads) if jobs is None else jobs
+    if jobs < 1:
+        raise SlimtextError(f"--jobs must be at least 1, got {jobs}")
+    if jobs > 1 and not threads:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
     seeds = tuple(int(s) for s in (seeds if seeds is not None else p.seeds))
     if not seeds:
         raise SlimtextError("a study needs at least one seed")
@@ -417,7 +503,7 @@ def run_study(
         check_cross(data, cross, data_dir)
         header["cross"] = list(cross)
     write_plan(out / "study.json", header, runs, ("preset", "data", "settings"))
-    status = execute(runs, out, runner, quiet)
+    status = execute(runs, out, runner, quiet, jobs)
     dirs = [out / r.name for r in runs if (out / r.name).is_dir()]
     if cross:
         cross_evaluate(dirs, list(cross), out, data_dir, quiet=quiet)

@@ -30,6 +30,7 @@ import math
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -37,7 +38,7 @@ import yaml
 from slimtext.config import RunConfig, apply_overrides
 from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.experiments.report import write_report
-from slimtext.experiments.study import PlannedRun, Runner, execute, write_plan
+from slimtext.experiments.study import PlannedRun, Runner, default_jobs, execute, write_plan
 from slimtext.rundir import atomic_write_text
 
 SEARCHES = ("grid", "optuna")
@@ -131,10 +132,17 @@ def run_sweep(
     metric: str | None = None,
     quiet: bool = False,
     runner: Runner | None = None,
+    jobs: int | None = None,
 ) -> Path:
     """Run (or continue) the sweep of `config_path`; returns the path of its report.md.
-    search / trials / metric override the file's. out: default runs/sweep-<name>."""
+    search / trials / metric override the file's. out: default runs/sweep-<name>.
+    jobs: points at once (default: the cores over the base config's train.threads; 1 when that
+    is 0, torch's default of every core)."""
     spec = load_sweep(config_path)
+    if jobs is None:
+        jobs = default_jobs(int((spec["base"].get("train") or {}).get("threads") or 0))
+    if jobs < 1:
+        raise SlimtextError(f"--jobs must be at least 1, got {jobs}")
     search = search or spec["search"]
     metric = metric or spec["metric"]
     if search not in SEARCHES:
@@ -174,7 +182,7 @@ def run_sweep(
             "metric": metric,
         }
         write_plan(sweep_dir / "sweep.json", header, runs, ("grid",))
-        status = execute(runs, sweep_dir, runner, quiet)
+        status = execute(runs, sweep_dir, runner, quiet, jobs)
         names = [r.name for r in runs]
     else:
         header = {
@@ -187,7 +195,7 @@ def run_sweep(
         }
         write_plan(sweep_dir / "sweep.json", header, [], ("grid", "metric"))
         names, status = _optuna(
-            spec, sweep_dir, trials or spec["trials"] or 10, metric, runner, quiet
+            spec, sweep_dir, trials or spec["trials"] or 10, metric, runner, quiet, jobs
         )
 
     dirs = [sweep_dir / n for n in dict.fromkeys(names) if (sweep_dir / n).is_dir()]
@@ -206,7 +214,7 @@ def run_sweep(
     return md
 
 
-def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet: bool):
+def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet: bool, jobs: int = 1):
     try:
         import optuna  # noqa: PLC0415
     except ImportError:
@@ -229,6 +237,8 @@ def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet
         study.enqueue_trial(t.params, skip_if_exists=False)
     status: dict[str, str] = {}
     names: list[str] = []
+    point_locks: dict[str, threading.Lock] = {}  # two trials at once may draw the same point
+    guard = threading.Lock()
 
     def suggest(trial) -> dict:
         values = {}
@@ -250,8 +260,11 @@ def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet
     def objective(trial) -> float:
         run = _point(sweep_dir, suggest(trial))
         trial.set_user_attr("run", run.name)
-        names.append(run.name)
-        status.update(execute([run], sweep_dir, runner, quiet))
+        with guard:
+            names.append(run.name)
+            lock = point_locks.setdefault(run.name, threading.Lock())
+        with lock:  # the second of two equal trials finds the first one's run finished
+            status.update(execute([run], sweep_dir, runner, quiet))
         value = objective_value(sweep_dir / run.name, metric)
         if value is None:
             raise RuntimeError(
@@ -261,7 +274,7 @@ def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet
 
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if done < trials:
-        study.optimize(objective, n_trials=trials - done, catch=(RuntimeError,))
+        study.optimize(objective, n_trials=trials - done, catch=(RuntimeError,), n_jobs=jobs)
     names = [
         t.user_attrs["run"] for t in study.get_trials(deepcopy=False) if "run" in t.user_attrs
     ] + names

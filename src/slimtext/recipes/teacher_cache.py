@@ -2,7 +2,8 @@
 
 The teacher runs once, over the train split, before training: its logits are cached in
 `$SLIMTEXT_CACHE/teacher_logits/<key>.safetensors` together with the example ids, and reused by
-every later student of the same teacher and split (the key: `cache_key`). Rows are joined by
+every later student of the same teacher and split (the key: `cache_key`); a file lock makes
+students running at once compute an entry once. Rows are joined by
 example id (`align_logits`), so a cached file serves any student of the same split.
 
 A `--teacher` that is a Hugging Face classifier folder (`hf:PATH_OR_NAME`, or a folder with
@@ -17,6 +18,8 @@ arXiv:1503.02531
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import time
@@ -75,37 +78,54 @@ def align_logits(cached_ids: list[str], logits: torch.Tensor, ids: list[str]) ->
     return logits[torch.tensor([row[i] for i in ids])]
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive file lock (`<path>.lock`, fcntl) around computing one cache entry: of several
+    processes that need the same entry (the students of one teacher, run at once by
+    `slimtext study --jobs`), one computes it and the others wait, then read it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_cached(path: Path, ids: list[str]) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        logits, cached_ids = f.get_tensor("logits"), json.loads(f.metadata()["example_ids"])
+    return {"logits": align_logits(cached_ids, logits, ids), "seconds": 0.0, "cache_hit": True, "path": path}
+
+
 def teacher_logits(
     teacher_dir: Path, train: list[Example], batch_size: int = 128, device="cpu", teacher=None
 ) -> dict:
     """The teacher's logits (N, C) for the `train` examples, from the cache or by running the
-    teacher once (`teacher` = (model, tokenizer) when already loaded). Returns {'logits', 'seconds',
-    'cache_hit', 'path'}; `seconds` is 0.0 on a cache hit."""
+    teacher once (`teacher` = (model, tokenizer) when already loaded), under a file lock so that
+    concurrent students compute one entry once. Returns {'logits', 'seconds', 'cache_hit',
+    'path'}; `seconds` is 0.0 on a cache hit."""
     ids = [e.id for e in train]
     path = cache_path(cache_key(teacher_dir, ids))
     if path.is_file():
-        with safe_open(str(path), framework="pt") as f:
-            logits, cached_ids = f.get_tensor("logits"), json.loads(f.metadata()["example_ids"])
-        return {
-            "logits": align_logits(cached_ids, logits, ids),
-            "seconds": 0.0,
-            "cache_hit": True,
-            "path": path,
-        }
-    model, tokenizer = teacher or load_teacher(teacher_dir)[:2]
-    t0 = time.perf_counter()
-    split = EncodedSplit(
-        tokenizer.encode([e.text for e in train]),
-        torch.zeros(len(train), dtype=torch.long),
-        tokenizer.pad_id,
-    )
-    logits = predict_logits(model.to(device), split, batch_size, device)  # (N, C), split order
-    seconds = time.perf_counter() - t0
-    atomic_save_safetensors(
-        path,
-        {"logits": logits},
-        metadata={"example_ids": json.dumps(ids), "teacher": str(teacher_dir)},
-    )
+        return _read_cached(path, ids)
+    with _locked(path):
+        if path.is_file():  # another process computed it while this one waited
+            return _read_cached(path, ids)
+        model, tokenizer = teacher or load_teacher(teacher_dir)[:2]
+        t0 = time.perf_counter()
+        split = EncodedSplit(
+            tokenizer.encode([e.text for e in train]),
+            torch.zeros(len(train), dtype=torch.long),
+            tokenizer.pad_id,
+        )
+        logits = predict_logits(model.to(device), split, batch_size, device)  # (N, C), split order
+        seconds = time.perf_counter() - t0
+        atomic_save_safetensors(
+            path,
+            {"logits": logits},
+            metadata={"example_ids": json.dumps(ids), "teacher": str(teacher_dir)},
+        )
     return {"logits": logits, "seconds": seconds, "cache_hit": False, "path": path}
 
 

@@ -36,6 +36,7 @@ from slimtext import __version__
 from slimtext.errors import SlimtextError
 from slimtext.inference.explain import methods_for
 from slimtext.inference.review import ReviewConfig, ReviewPolicy
+from slimtext.serve.batching import MODES, BatchingConfig
 from slimtext.serve.classifier import Classifier, Predictor
 from slimtext.serve.errors import ApiError, LimitBody, SecurityHeaders, _install_error_handlers
 from slimtext.serve.schemas import (
@@ -84,14 +85,17 @@ def create_app(
     examples: Sequence[str] = DEFAULT_EXAMPLES,
     workbench: WorkbenchConfig | None = None,
     info: dict | None = None,
+    batching: BatchingConfig | None = None,
 ) -> FastAPI:
     """Build the app around an already loaded predictor (anything with ``labels`` and
     ``predict_proba``). ``max_chars`` limits each text, ``max_batch`` the texts per batch call;
     ``workbench`` sets the review band, explanation and upload limits and the feedback file;
-    ``info`` is what the page states about the model (``workbench.run_info``)."""
+    ``info`` is what the page states about the model (``workbench.run_info``); ``batching``
+    gathers concurrent requests into one model call (``serve/batching.py``; default: on for
+    the ONNX backends)."""
     wb = workbench or WorkbenchConfig()
     policy = ReviewPolicy.for_predictor(predictor, ReviewConfig(band=wb.review_band))
-    clf = Classifier(predictor, max_chars, max_batch, policy)
+    clf = Classifier(predictor, max_chars, max_batch, policy, batching)
     model_name = model_name or type(predictor).__name__
     # Coarse guard on the raw body before JSON parsing; the per-text limits above give the
     # precise message. 12 bytes/char covers JSON escapes such as "\ud83d\ude00" (one character).
@@ -186,6 +190,7 @@ def create_app(
             max_batch=max_batch,
             threshold=policy.threshold if policy.binary else None,
             review_band=wb.review_band,
+            batching=clf.batcher is not None,
         )
 
     add_workbench_routes(app, clf, wb, render)
@@ -222,6 +227,7 @@ def create_app_from_run(
     max_batch: int = 256,
     model_name: str = "",
     workbench: WorkbenchConfig | None = None,
+    batching: BatchingConfig | None = None,
 ) -> FastAPI:
     """Load the run's predictor once (``slimtext.inference.predictor.load_predictor``), warm it up,
     build the app. Feedback goes to ``RUN/feedback.jsonl`` unless ``workbench.feedback_path`` says
@@ -244,7 +250,7 @@ def create_app_from_run(
         wb.feedback_path = run / "feedback.jsonl"
     return create_app(
         predictor, max_chars=max_chars, max_batch=max_batch, model_name=model_name or run.name,
-        workbench=wb, info=run_info(run),
+        workbench=wb, info=run_info(run), batching=batching,
     )
 
 
@@ -297,12 +303,24 @@ def workbench_from_env() -> WorkbenchConfig:
     )
 
 
+def batching_from_env() -> BatchingConfig:
+    """``SLIMTEXT_BATCHING`` (auto, on, off), ``SLIMTEXT_BATCH_WAIT_MS``, ``SLIMTEXT_BATCH_SIZE``,
+    ``SLIMTEXT_BATCH_WORKERS``."""
+    d = BatchingConfig()
+    mode = os.environ.get("SLIMTEXT_BATCHING", "") or d.mode
+    if mode not in MODES:
+        raise SlimtextError(f"SLIMTEXT_BATCHING={mode!r}: valid are {', '.join(MODES)}")
+    return BatchingConfig(mode=mode, max_wait_ms=_env_float("SLIMTEXT_BATCH_WAIT_MS", d.max_wait_ms),
+                          max_size=_env_int("SLIMTEXT_BATCH_SIZE", d.max_size),
+                          workers=_env_int("SLIMTEXT_BATCH_WORKERS", d.workers))
+
+
 def app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory slimtext.serve.app:app_from_env`` (one per worker).
 
     Reads ``SLIMTEXT_RUN_DIR`` (required), ``SLIMTEXT_MAX_CHARS``, ``SLIMTEXT_MAX_BATCH``,
-    ``SLIMTEXT_MODEL_NAME``, ``SLIMTEXT_BACKEND`` (torch, torch-int8, onnx, onnx-int8, auto) and
-    the workbench settings of ``workbench_from_env``."""
+    ``SLIMTEXT_MODEL_NAME``, ``SLIMTEXT_BACKEND`` (torch, torch-int8, onnx, onnx-int8, auto),
+    the workbench settings of ``workbench_from_env`` and the batching ones of ``batching_from_env``."""
     run_dir = os.environ.get("SLIMTEXT_RUN_DIR")
     if not run_dir:
         raise SlimtextError("set SLIMTEXT_RUN_DIR to the run directory to serve")
@@ -312,6 +330,7 @@ def app_from_env() -> FastAPI:
         max_batch=_env_int("SLIMTEXT_MAX_BATCH", 256),
         model_name=os.environ.get("SLIMTEXT_MODEL_NAME", ""),
         workbench=workbench_from_env(),
+        batching=batching_from_env(),
     )
 
 
@@ -346,6 +365,7 @@ def serve(
             max_batch=_env_int("SLIMTEXT_MAX_BATCH", 256),
             model_name=os.environ.get("SLIMTEXT_MODEL_NAME", ""),
             workbench=workbench_from_env(),
+            batching=batching_from_env(),
         )
         uvicorn.run(app, host=host, port=port, log_level=log_level, http=HTTP_PROTOCOL)
     else:  # worker processes import the app by name, so the run dir travels in the environment

@@ -1,5 +1,6 @@
 """The model behind the classifier API (`slimtext.serve.app`): what the app needs from a
-predictor, and the ``Classifier`` that validates texts, calls it under a lock of one call, and
+predictor, and the ``Classifier`` that validates texts, calls it under a lock of one call (or
+through a ``Batcher`` that gathers concurrent requests into one call, `serve/batching.py`), and
 turns calibrated probabilities into verdicts (`slimtext.inference.review`)."""
 
 import threading
@@ -10,6 +11,7 @@ import numpy as np
 
 from slimtext.inference.explain import ExplainLimits, Explanation, explain
 from slimtext.inference.review import ReviewPolicy
+from slimtext.serve.batching import Batcher, BatchingConfig
 from slimtext.serve.errors import ApiError
 from slimtext.serve.schemas import INVISIBLE, Prediction
 
@@ -32,16 +34,22 @@ class Classifier:
 
     Predictors that are safe to call from several threads at once set ``thread_safe = True``;
     for any other, a lock serialises the calls (held for exactly one ``predict_proba``).
+    With ``batching`` on (``BatchingConfig.enabled_for(predictor.backend)``: by default for the
+    ONNX backends), concurrent requests share model calls (``self.batcher``).
     """
 
     def __init__(self, predictor: Predictor, max_chars: int, max_batch: int,
-                 policy: ReviewPolicy | None = None):
+                 policy: ReviewPolicy | None = None, batching: BatchingConfig | None = None):
         self.predictor = predictor
         self.labels = [str(label) for label in predictor.labels]
         self.max_chars, self.max_batch = max_chars, max_batch
         self.policy = policy or ReviewPolicy.for_predictor(predictor)
         thread_safe = getattr(predictor, "thread_safe", False)
         self._lock = nullcontext() if thread_safe else threading.Lock()
+        batching = batching or BatchingConfig()
+        workers = batching.workers if thread_safe else 1  # one call at a time anyway: the lock
+        self.batcher = (Batcher(self._call, batching.max_size, batching.max_wait_ms, workers)
+                        if batching.enabled_for(getattr(predictor, "backend", None)) else None)
 
     def check_text(self, text: str, field: str = "text") -> None:
         if not text.strip(f" \t\n\r\f\v{INVISIBLE}").strip():
@@ -62,10 +70,14 @@ class Classifier:
         for i, text in enumerate(texts):
             self.check_text(text, f"texts[{i}]")
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """The predictor's calibrated probabilities (N, C), one call under the lock."""
+    def _call(self, texts: list[str]) -> np.ndarray:
         with self._lock:
-            probs = np.asarray(self.predictor.predict_proba(texts), dtype=np.float64)
+            return np.asarray(self.predictor.predict_proba(texts), dtype=np.float64)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """The predictor's calibrated probabilities (N, C): one call under the lock, or a share
+        of a call gathered with other requests."""
+        probs = self.batcher.submit(texts) if self.batcher else self._call(texts)
         if probs.shape != (len(texts), len(self.labels)):
             raise RuntimeError(
                 f"predict_proba returned shape {probs.shape}; "

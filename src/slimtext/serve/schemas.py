@@ -94,6 +94,7 @@ class Health(BaseModel):
     max_batch: int
     threshold: float | None = Field(None, description="Binary tasks: the threshold the verdict uses.")
     review_band: float = Field(0.1, description="needs_review within this distance of the threshold.")
+    batching: bool = Field(False, description="Whether concurrent requests share model calls.")
 
 
 class ErrorBody(BaseModel):

@@ -23,6 +23,7 @@ from torch import nn
 
 from slimtext.data.batches import EncodedSplit
 from slimtext.train.loop import TrainConfig, map_batches, resolve_device
+from slimtext.train.precision import resolve
 
 
 def supports(model: nn.Module) -> bool:
@@ -77,12 +78,12 @@ def cache(model: nn.Module, splits: dict[str, EncodedSplit], cfg: TrainConfig,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    precision, _ = resolve(cfg.precision, model, device)
     model.to(device)
     tables, cached, offset = [], {}, 0
     for name, split in splits.items():
         desc = None if quiet else f"features {name}"
-        tables.append(pooled_features(model, split, cfg.eval_batch_size, device, cfg.precision,
-                                      desc))
+        tables.append(pooled_features(model, split, cfg.eval_batch_size, device, precision, desc))
         cached[name] = CachedSplit(split, offset)
         offset += len(split)
     return HeadOnly(model, torch.cat(tables)), cached

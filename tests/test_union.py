@@ -264,3 +264,19 @@ def test_study_cross_option_is_checked_first_and_writes_cross_json(tmp_path, tin
     cross = json.loads((tmp_path / "s" / "cross.json").read_text())
     # fake runs hold no weights: listed as skipped, no matrix
     assert cross["datasets"] == [str(b)] and set(cross["skipped"]) == set(runner.names()) and cross["matrix"] is None
+
+
+def test_moderator_feedback_trains_beside_a_named_dataset(shared_data, tmp_path):
+    """The web page's feedback file (JSON Lines: text, model_label, corrected_label, time) joins
+    davidson as `--data FEEDBACK.jsonl+davidson --label-col corrected_label`."""
+    import json as _json
+
+    feedback = tmp_path / "feedback.jsonl"
+    feedback.write_text("".join(_json.dumps({
+        "text": f"comment {i} " + ("you idiot" if i % 2 else "lovely day"), "model_label": "toxic",
+        "corrected_label": "toxic" if i % 2 else "not toxic", "time": "2026-11-30T08:00:00"}) + "\n"
+        for i in range(40)))
+    ds = load_dataset(DataConfig(data=f"{feedback}+davidson", label_col="corrected_label"))
+    assert ds.labels == ["not toxic", "toxic"] and len(ds.sources) == 2
+    mine = [e for split in ds.splits.values() for e in split if e.source == str(feedback)]
+    assert len(mine) == 40 and {ds.labels[e.label] for e in mine} == {"toxic", "not toxic"}

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("(target p50 <= 50 ms)\n")
     print_table(rows, [("contender", "scoring", ""), ("rows", "rows", "d"), ("seconds", "s", ".1f"),
                        ("rows_per_s", "rows/s", ".0f")])
-    print(f"\nslimtext score / pipeline loop: {speedup:.1f}x rows/s (target >= 5x)")
+    print(f"\nslimtext score / pipeline loop: {speedup:.2f}x rows/s (target >= 5x)")
     result = {"run": str(run), "args": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
               "explain": explained, "score": rows, "speedup": speedup}
     write_json(args.json, result)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -36,19 +35,10 @@ def set_threads(n: int) -> int:
 def machine() -> dict:
     """The run summary's machine record, plus what a benchmark reader needs about the CPU."""
     from slimtext.recipes.finetune import machine as run_machine  # noqa: PLC0415
+    from slimtext.train.precision import device_name  # noqa: PLC0415
 
-    return {**run_machine(), "processor": _cpu_name(), "physical_cores": physical_cores(),
+    return {**run_machine(), "processor": device_name(torch.device("cpu")), "physical_cores": physical_cores(),
             "load_average": os.getloadavg()}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 0.3) -> float:

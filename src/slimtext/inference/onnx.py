@@ -29,7 +29,7 @@ class OnnxPredictor(LabelPredictor):
     thread_safe = True
 
     def __init__(self, run_dir: str | Path, int8: bool = False, threads: int = 0,
-                 batch_size: int = 16):
+                 batch_size: int = 8):
         import onnxruntime as ort  # noqa: PLC0415  (optional dependency: pip install 'slimtext[onnx]')
 
         run = RunDir(run_dir)

@@ -173,3 +173,15 @@ def test_cli_score_and_predict_from_stdin(lstm_run, tmp_path):
     assert [line.split("\t")[0] for line in r.stdout.splitlines()] == ["pos", "neg"]
     r = _cli("score", str(lstm_run), str(src), "--text-col", "nope")
     assert r.returncode == 2 and r.stderr.startswith("error:") and "no column 'nope'" in r.stderr
+
+
+def test_blank_means_white_space_and_zero_width_characters_in_any_order():
+    """One rule (`inference.base.is_blank`) for the API, file scoring and explanations."""
+    from slimtext.inference.base import is_blank
+
+    for text in ("", "   ", "\u200b", "\u00a0\u200b ", "\ufeff\n\u2060\t", None):
+        assert is_blank(text), repr(text)
+    for text in ("a", "\u200bhi", " . "):
+        assert not is_blank(text), repr(text)
+    stats, out = run_csv('id,text\n1,"\u00a0\u200b"\n2,I hate you\n')
+    assert [r["error"] for r in csv.DictReader(io.StringIO(out))] == ["empty text", ""]

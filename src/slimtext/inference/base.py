@@ -17,6 +17,14 @@ WEIGHTS_FILE, TFIDF_FILE = "model.safetensors", "tfidf.safetensors"  # a neural 
 CALIBRATION_FILE = "calibration.json"  # written by slimtext.inference.calibration.save_calibration
 
 
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"  # zero-width characters: they carry no text
+
+
+def is_blank(text: str | None) -> bool:
+    """Nothing to classify: empty, or only white space and zero-width characters (in any order)."""
+    return all(ch.isspace() or ch in INVISIBLE for ch in text or "")
+
+
 def loadable(folder: str | Path) -> bool:
     """Whether `load_predictor` can load this folder: neural weights or a TF-IDF model."""
     return any((Path(folder) / f).exists() for f in (WEIGHTS_FILE, TFIDF_FILE))

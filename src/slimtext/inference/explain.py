@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from slimtext.errors import SlimtextError
+from slimtext.inference.base import is_blank
 
 # A word: an optional @ or # (mentions, hashtags), then word characters, with inner ' . : / @ & = ?
 # % + - allowed (don't, e-mail, http://t.co/x stay one word); or a run of punctuation.
@@ -68,7 +69,7 @@ class ExplainLimits:
     max_words: int = 128
 
     def check(self, text: str, words: list[re.Match]) -> None:
-        if not text.strip():
+        if is_blank(text):
             raise ExplainLimitError("text is empty: send some text to explain")
         if len(text) > self.max_chars:
             raise ExplainLimitError(f"text has {len(text)} characters; explanations are limited to {self.max_chars} characters")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from slimtext.errors import DataFormatError, SlimtextError
+from slimtext.inference.base import is_blank
 from slimtext.inference.review import ReviewPolicy
 
 OUT_COLUMNS = ("label", "probability", "needs_review", "error")
@@ -131,7 +132,7 @@ def _jsonl_records(src: TextIO, cfg: ScoreConfig, where: str) -> Iterator[Record
 def _check(r: Record, cfg: ScoreConfig) -> Record:
     if r.error:
         r.text = None
-    elif not (r.text or "").strip():
+    elif is_blank(r.text):
         r.text, r.error = None, "empty text"
     elif cfg.max_chars is not None and len(r.text) > cfg.max_chars:
         r.error = f"text has {len(r.text)} characters; the limit is {cfg.max_chars}"

@@ -9,11 +9,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from slimtext.inference.base import is_blank
 from slimtext.inference.explain import ExplainLimits, Explanation, explain
 from slimtext.inference.review import ReviewPolicy
 from slimtext.serve.batching import Batcher, BatchingConfig
 from slimtext.serve.errors import ApiError
-from slimtext.serve.schemas import INVISIBLE, Prediction
+from slimtext.serve.schemas import Prediction
 
 
 class Predictor(Protocol):
@@ -52,7 +53,7 @@ class Classifier:
                         if batching.enabled_for(getattr(predictor, "backend", None)) else None)
 
     def check_text(self, text: str, field: str = "text") -> None:
-        if not text.strip(f" \t\n\r\f\v{INVISIBLE}").strip():
+        if is_blank(text):
             raise ApiError(422, f"{field} is empty (or only white space and invisible characters): "
                                 "send some text to classify")
         if len(text) > self.max_chars:

@@ -3,11 +3,12 @@ them into the schema at /openapi.json."""
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from slimtext.inference.base import INVISIBLE
+
 # A text must hold something besides white space and zero-width characters (documented in the
 # schema; the server checks it and answers 422). The app adds its own length and count limits
 # (maxLength, maxItems, the explanation methods) to /openapi.json. The constraints live in the
 # schema only: the server checks them itself, with messages that say what to do, see `slimtext.serve.app.document_limits`.
-INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 VISIBLE_TEXT = {"minLength": 1, "pattern": f"[^\\s{INVISIBLE}]"}
 
 # ---- request / response bodies (they also document the API in /openapi.json) ------------------

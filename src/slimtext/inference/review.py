@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from slimtext.errors import SlimtextError
+from slimtext.inference.base import decide
 
 
 @dataclass
@@ -64,7 +65,7 @@ class ReviewPolicy:
         if self.binary:
             pos = self.labels.index(self.positive)
             p = probs[:, pos]  # (N,)
-            chosen = np.where(p >= self.threshold, pos, 1 - pos)
+            chosen = decide(probs, self.threshold, pos)
             review = np.abs(p - self.threshold) <= self.band + 1e-12
         else:
             chosen = probs.argmax(1)

@@ -28,6 +28,7 @@ from slimtext.config import RunConfig
 from slimtext.data.registry import DataConfig, Example, TextDataset, load_dataset
 from slimtext.data.union import TOXIC_VIEW, view_index
 from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.inference.base import decide
 from slimtext.inference.calibration import scaled_softmax, scores
 from slimtext.inference.predictor import load_predictor
 from slimtext.rundir import RunDir
@@ -158,7 +159,5 @@ def evaluate_run(run: str | Path, data: DataConfig | None = None, split: str | N
 def at_threshold(probs: np.ndarray, labels: np.ndarray, positive: int, threshold: float) -> dict:
     """Binary metrics when the positive class is predicted at P(positive) >= threshold, probs (N, 2)
     (ROC-AUC does not depend on a threshold: see the argmax metrics)."""
-    pred = np.where(probs[:, positive] >= threshold, positive, 1 - positive)  # (N,)
-    onehot = np.eye(2)[pred]  # (N, 2)
-    m = classification_metrics(onehot, labels, 2)
+    m = classification_metrics(probs, labels, 2, pred=decide(probs, threshold, positive))
     return {"threshold": float(threshold), **{k: v for k, v in m.items() if k != "roc_auc"}}

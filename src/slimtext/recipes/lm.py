@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from slimtext.data.registry import text_corpus
@@ -38,6 +37,7 @@ from slimtext.models.charlm import (
 from slimtext.rundir import (
     RunDir,
     atomic_save_safetensors,
+    atomic_torch_save,
     atomic_write_text,
     load_safetensors,
 )
@@ -247,10 +247,9 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> dict:
         saved = {k: st[k] for k in ("step", "epoch", "pos", "passes", "elapsed", "best_val", "best_epoch")}
 
         def write(folder: Path) -> None:
-            save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
-                      str(folder / "model.safetensors"))
-            torch.save({**saved, "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "hidden": hidden},
-                       folder / "state.pt")
+            atomic_save_safetensors(folder / "model.safetensors", model.state_dict())
+            atomic_torch_save(folder / "state.pt", {**saved, "optimizer": opt.state_dict(),
+                                                    "rng": torch.get_rng_state(), "hidden": hidden})
 
         run.commit_checkpoint(st["epoch"], write)
         run.clean(keep=set())

@@ -86,6 +86,31 @@ def test_cached_features_give_the_full_models_eval_logits():
     assert not head_cache.supports(tiny_classifier())  # full fine-tuning: the encoder trains
 
 
+def test_features_persist_on_disk_keyed_by_frozen_weights_and_tokens(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMTEXT_CACHE", str(tmp_path))
+    model = freeze_all_but_head(tiny_classifier()).eval()
+    split = random_split(30, seed=4)
+    first, _ = head_cache.cache(model, {"train": split}, TrainConfig())
+    assert len(list((tmp_path / "features").glob("*.safetensors"))) == 1
+    real = head_cache.pooled_features
+    monkeypatch.setattr(head_cache, "pooled_features", lambda *a, **k: pytest.fail("encoder ran"))
+    torch.nn.init.normal_(model.classifier.weight)  # another head (seed): the same features
+    again, _ = head_cache.cache(model, {"train": split}, TrainConfig())
+    assert torch.equal(again.features, first.features)
+    monkeypatch.setattr(head_cache, "pooled_features", real)
+    other = random_split(30, seed=5)  # other tokens: encoded, not read
+    fresh, _ = head_cache.cache(model, {"train": other}, TrainConfig())
+    assert not torch.equal(fresh.features, first.features)
+    with torch.no_grad():  # a changed frozen weight: another key
+        next(p for n, p in model.named_parameters() if not n.startswith("classifier.")).add_(0.5)
+    changed, _ = head_cache.cache(model, {"train": split}, TrainConfig())
+    assert not torch.allclose(changed.features, first.features)
+    assert len(list((tmp_path / "features").glob("*.safetensors"))) == 3
+    monkeypatch.setenv("SLIMTEXT_FEATURE_CACHE", "0")
+    head_cache.cache(model, {"train": random_split(9, seed=6)}, TrainConfig())
+    assert len(list((tmp_path / "features").glob("*.safetensors"))) == 3
+
+
 def test_cached_head_training_matches_the_uncached_loop_without_dropout(tmp_path):
     base = freeze_all_but_head(tiny_classifier(dropout=0.0))
     train_split, dev_split = random_split(70, seed=1), random_split(30, seed=2)

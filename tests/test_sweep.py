@@ -148,6 +148,35 @@ def test_swept_seeds_are_grouped_per_setting(tmp_path):
     assert len(_hyper_rows(text)) == 6
 
 
+def test_seeds_rerun_the_point_best_on_dev_and_group_with_it(tmp_path):
+    runner = FakeTrain()
+    md = run_sweep(_sweep_file(tmp_path, seeds=[0, 1, 2]), out=tmp_path / "sw", runner=runner,
+                   quiet=True)
+    names = [Path(a[a.index("--out") + 1]).name for a in runner.calls]
+    assert names[4:] == ["optimizer-adam_batch_size-16-s1", "optimizer-adam_batch_size-16-s2"]
+    assert "train.seed=2" in runner.calls[-1]
+    text = md.read_text()  # adam/16: dev 0.83/0.84/0.85 over its three seeds
+    assert "optimizer-adam_batch_size-16 has the best mean dev macro_f1 (0.840 ± 0.010)" in text
+    again = FakeTrain()  # a rerun: nothing left to train
+    run_sweep(_sweep_file(tmp_path, seeds=[0, 1, 2]), out=tmp_path / "sw", runner=again, quiet=True)
+    assert again.calls == []
+    with pytest.raises(SlimtextError, match="either `seeds` or"):
+        load_sweep(_sweep_file(tmp_path, seeds=[1], grid={"train.seed": [0, 1]}))
+    with pytest.raises(SlimtextError, match="list of integers"):
+        load_sweep(_sweep_file(tmp_path, seeds="0,1"))
+    with pytest.raises(SlimtextError, match="not in the grid"):
+        load_sweep(_sweep_file(tmp_path, seeds=[0, 1], best_per=["model.model"]))
+
+
+def test_best_per_reruns_the_best_point_of_each_value(tmp_path):
+    runner = FakeTrain()
+    run_sweep(_sweep_file(tmp_path, seeds=[0, 1], best_per=["train.optimizer"]),
+              out=tmp_path / "sw", runner=runner, quiet=True)
+    reruns = sorted(Path(a[a.index("--out") + 1]).name for a in runner.calls[4:])
+    # sgd: 32 beats 16 (0.64 > 0.61); adam: 16 beats 32 (0.83 > 0.78)
+    assert reruns == ["optimizer-adam_batch_size-16-s1", "optimizer-sgd_batch_size-32-s1"]
+
+
 def test_bad_sweep_files_say_what_to_fix(tmp_path):
     with pytest.raises(SlimtextError, match="needs its section"):
         load_sweep(_sweep_file(tmp_path, grid={"lr": [0.1]}))

@@ -12,6 +12,8 @@
     metric: dev.macro_f1         # objective (split.metric); loss is minimised, the rest maximised
     search: grid                 # or optuna
     trials: 20                   # optuna: total number of trials
+    seeds: [0, 1, 2]             # optional: then rerun the best point with these seeds
+    best_per: [model.model]      # optional: with seeds, the best point per value of these keys
 
 Every point is a subprocess `python -m slimtext train --config <sweep>/base.yaml --set key=value
 ... --out <sweep>/<point>`, named from its values (`optimizer-adam_batch_size-16`), so a rerun
@@ -49,12 +51,16 @@ def load_sweep(config_path: Path) -> dict:
     if not path.is_file():
         raise SlimtextError(f"no such sweep file: {path}")
     spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    unknown = set(spec) - {"name", "base", "grid", "metric", "search", "trials"}
+    unknown = set(spec) - {"name", "base", "grid", "metric", "search", "trials", "seeds",
+                        "best_per"}
     if unknown:
         raise SlimtextError(
             f"{path}: unknown key(s) {sorted(unknown)}; valid: name, base, grid, metric, "
-            "search, trials"
+            "search, trials, seeds, best_per"
         )
+    seeds = spec.get("seeds") or []
+    if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+        raise SlimtextError(f"{path}: `seeds` must be a list of integers, e.g. [0, 1, 2]")
     grid = spec.get("grid") or {}
     if not isinstance(grid, dict) or not grid:
         raise SlimtextError(
@@ -71,6 +77,13 @@ def load_sweep(config_path: Path) -> dict:
         apply_overrides(
             {}, [f"{key}={probe}"]
         )  # unknown section/key -> a message naming the valid ones
+    if seeds and "train.seed" in grid:
+        raise SlimtextError(f"{path}: use either `seeds` or a `train.seed` grid key, not both")
+    best_per = spec.get("best_per") or []
+    stray = [k for k in best_per if k not in grid] if isinstance(best_per, list) else [best_per]
+    if stray:
+        raise SlimtextError(f"{path}: `best_per` takes a list of grid keys; {stray} are not in "
+                            f"the grid ({', '.join(grid)})")
     return {
         "name": str(spec.get("name") or path.stem),
         "base": base,
@@ -78,6 +91,8 @@ def load_sweep(config_path: Path) -> dict:
         "metric": spec.get("metric", "dev.macro_f1"),
         "search": spec.get("search", "grid"),
         "trials": spec.get("trials"),
+        "seeds": seeds,
+        "best_per": best_per,
     }
 
 
@@ -198,6 +213,16 @@ def run_sweep(
             spec, sweep_dir, trials or spec["trials"] or 10, metric, runner, quiet, jobs
         )
 
+    if spec["seeds"]:
+        reruns, values = seed_reruns(spec, sweep_dir, names, metric)
+        if reruns:
+            if not quiet:
+                print(f"best on {metric}: {values}; rerunning with seeds "
+                      f"{[r.seed for r in reruns]}", file=sys.stderr)
+            write_plan(sweep_dir / "seeds.json", {**header, "best": values}, reruns, ("grid",))
+            status.update(execute(reruns, sweep_dir, runner, quiet, jobs))
+            names = [*names, *(r.name for r in reruns)]
+
     dirs = [sweep_dir / n for n in dict.fromkeys(names) if (sweep_dir / n).is_dir()]
     md, html = write_report(
         dirs,
@@ -212,6 +237,52 @@ def run_sweep(
     if failed and len(failed) == len(status):
         raise SlimtextError(f"every sweep point failed; see the logs in {sweep_dir / 'logs'}")
     return md
+
+
+def best_point(sweep_dir: Path, names: list[str], metric: str) -> str | None:
+    """The finished point best on `metric` (loss minimised, the rest maximised); ties: first."""
+    scored = [(v, n) for n in dict.fromkeys(names)
+              if (v := objective_value(sweep_dir / n, metric)) is not None]
+    if not scored:
+        return None
+    sign = -1 if metric.endswith(".loss") else 1
+    return max(scored, key=lambda vn: (sign * vn[0], -names.index(vn[1])))[1]
+
+
+def point_values(spec: dict, sweep_dir: Path, name: str) -> dict:
+    """A point's grid values: the grid's own spelling when it is a grid point (so rerun names line
+    up with it), else (an optuna point) the values its run config holds."""
+    grid = spec["grid"]
+    if all(isinstance(v, list) for v in grid.values()):
+        for combo in itertools.product(*grid.values()):
+            if point_name(dict(zip(grid, combo))) == name:
+                return dict(zip(grid, combo))
+    cfg = yaml.safe_load((sweep_dir / name / "config.yaml").read_text(encoding="utf-8"))
+    return {k: cfg[k.split(".")[0]][k.split(".")[1]] for k in grid}
+
+
+def seed_reruns(spec: dict, sweep_dir: Path, names: list[str], metric: str) -> tuple[list[PlannedRun], list[dict]]:
+    """The best point (per `best_per` values) rerun with every `seeds` entry but the base config's
+    own seed; the reruns and the chosen points' values."""
+    groups: dict[tuple, list[str]] = {}
+    for n in dict.fromkeys(names):
+        if (sweep_dir / n / "config.yaml").is_file():
+            v = point_values(spec, sweep_dir, n)
+            groups.setdefault(tuple(str(v[k]) for k in spec["best_per"]), []).append(n)
+    base_seed = RunConfig.from_dict(spec["base"]).train.seed
+    runs, chosen = [], []
+    for members in groups.values():
+        best = best_point(sweep_dir, members, metric)
+        if best is None:
+            continue
+        point = point_values(spec, sweep_dir, best)
+        chosen.append(point)
+        for seed in spec["seeds"]:
+            if seed != base_seed:  # the base-seed point keeps its name; its seeds join its group
+                run = _point(sweep_dir, {**point, "train.seed": seed})
+                run.group = best
+                runs.append(run)
+    return runs, chosen
 
 
 def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet: bool, jobs: int = 1):

@@ -14,14 +14,26 @@ the cache through two small adapters:
 - `HeadOnly`: `forward(rows, mask) -> model.head(features[rows])`. Its only parameters are the
   model's own `classifier` module, so weights save and load under the same `classifier.*` names
   and `load_predictor` reads a cached-head run like any other head-only run.
+
+The feature tables also persist in `$SLIMTEXT_CACHE/features/<key>.safetensors`, so a sweep's
+points and seeds (same checkpoint, data and pooling; only the head's lr or seed differ) encode
+each split once in all. The key hashes everything the features depend on: the model's class and
+pooling, the precision, every frozen tensor (not the head, whose seed-dependent init never
+reaches `features`) and the split's token ids. `SLIMTEXT_FEATURE_CACHE=0` turns it off.
 """
 
 from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from slimtext.data.batches import EncodedSplit
+from slimtext.data.sources import cache_dir
+from slimtext.rundir import atomic_save_safetensors, load_safetensors
 from slimtext.train.loop import TrainConfig, map_batches, resolve_device
 from slimtext.train.precision import resolve
 
@@ -72,18 +84,54 @@ class HeadOnly(nn.Module):
         return self._model[0].head(self.features[input_ids[:, 0]])
 
 
+def model_digest(model: nn.Module, precision: str) -> hashlib._Hash:
+    """A running sha256 of what `model.features` computes with: class, pooling, precision and every
+    frozen tensor (name, dtype, shape, bytes)."""
+    h = hashlib.sha256(f"{type(model).__qualname__}|{getattr(model, 'pooling', '')}|{precision}".encode())
+    for name, t in model.state_dict().items():
+        if name.startswith("classifier."):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h
+
+
+def split_key(model_hash: hashlib._Hash, split: EncodedSplit) -> str:
+    h = model_hash.copy()
+    for ids in split.input_ids:
+        h.update(len(ids).to_bytes(4, "little"))
+        h.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
+    return h.hexdigest()
+
+
+def feature_cache_dir() -> Path | None:
+    return None if os.environ.get("SLIMTEXT_FEATURE_CACHE") == "0" else cache_dir() / "features"
+
+
 def cache(model: nn.Module, splits: dict[str, EncodedSplit], cfg: TrainConfig,
           quiet: bool = True) -> tuple[HeadOnly, dict[str, CachedSplit]]:
-    """Run the frozen encoder once over every split; the head-only model and the cached splits."""
+    """Run the frozen encoder once over every split (or read its features from the disk cache);
+    the head-only model and the cached splits."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     precision, _ = resolve(cfg.precision, model, device)
     model.to(device)
+    folder = feature_cache_dir()
+    digest = model_digest(model, precision) if folder else None
     tables, cached, offset = [], {}, 0
     for name, split in splits.items():
-        desc = None if quiet else f"features {name}"
-        tables.append(pooled_features(model, split, cfg.eval_batch_size, device, precision, desc))
+        path = folder / f"{split_key(digest, split)}.safetensors" if folder else None
+        if path is not None and path.is_file():
+            table = load_safetensors(path)["features"].to(device)
+        else:
+            desc = None if quiet else f"features {name}"
+            table = pooled_features(model, split, cfg.eval_batch_size, device, precision, desc)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_save_safetensors(path, {"features": table.cpu()})
+        tables.append(table)
         cached[name] = CachedSplit(split, offset)
         offset += len(split)
     return HeadOnly(model, torch.cat(tables)), cached

@@ -153,3 +153,45 @@ def test_layer_kd_gradient_reaches_the_student_never_the_teacher():
     student.eval()
     logits = student(b["input_ids"], b["attention_mask"])
     torch.testing.assert_close(loss(logits, b), loss.kd(logits, b))
+
+
+def test_a_projection_of_a_narrower_student_trains_and_resumes_exactly(tmp_path):
+    """HiddenMSE's projection (student 8 wide, teacher 16) is a parameter of the loss, not of the
+    model: `fit` must train it with the student and checkpoint it for an exact resume."""
+    from slimtext.data.batches import EncodedSplit
+    from slimtext.rundir import RunDir
+    from slimtext.train.loop import TrainConfig, fit
+
+    g = torch.Generator().manual_seed(5)
+    ids = [torch.randint(3, 50, (int(n),), generator=g).tolist() for n in torch.randint(2, 12, (24,), generator=g)]
+    train = EncodedSplit(ids, torch.randint(0, 2, (24,), generator=g))
+    dev = EncodedSplit(ids[:8], train.labels[:8])
+    torch.manual_seed(0)
+    teacher = EncoderClassifier(Encoder(config(hidden=16, heads=2, layers=2)), 2, dropout=0.0)
+    cached = torch.randn(24, 2, generator=g)
+    cfg = TrainConfig(epochs=2, batch_size=6, lr=1e-2, seed=1, threads=1, precision="fp32")
+
+    def run(out, stop_after_first=False, resume=False):
+        torch.manual_seed(7)
+        student = EncoderClassifier(Encoder(config(hidden=8, heads=2, layers=2)), 2, dropout=0.0)
+        loss = LayerKD(KDLoss(cached, alpha=0.5), teacher.encoder, student.encoder, [0, 1], hidden_weight=1.0)
+        start = loss.hidden.proj.weight.detach().clone()
+
+        def hook(point, st):
+            if stop_after_first and point == "cleaned" and st.epoch == 1:
+                raise KeyboardInterrupt
+
+        try:
+            fit(student, train, dev, cfg, RunDir(out), 2, loss_fn=loss, resume=resume, quiet=True, hook=hook)
+        except KeyboardInterrupt:
+            pass
+        return student, loss, start
+
+    whole, whole_loss, start = run(tmp_path / "a")
+    assert not torch.allclose(whole_loss.hidden.proj.weight, start), "the projection never trained"
+    run(tmp_path / "b", stop_after_first=True)
+    assert len(RunDir(tmp_path / "b").read_metrics()) == 1  # stopped after epoch 1's commit
+    resumed, resumed_loss, _ = run(tmp_path / "b", resume=True)
+    torch.testing.assert_close(resumed_loss.hidden.proj.weight, whole_loss.hidden.proj.weight)
+    for (n, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=n)

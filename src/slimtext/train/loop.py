@@ -83,11 +83,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                   extra: list[tuple[str, torch.nn.Parameter]] = ()) -> torch.optim.Optimizer:
+    """The optimizer of `model`'s trainable parameters and `extra` (name, parameter) pairs (a
+    loss's own parameters, e.g. a distillation projection); no weight decay on biases/norms."""
     if cfg.optimizer not in OPTIMIZERS:
         raise UnknownNameError("optimizer", cfg.optimizer, list(OPTIMIZERS))
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for name, p in [*model.named_parameters(), *extra]:
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -192,6 +195,7 @@ class _Fit:
     hook: Hook | None
     mem: PeakMemory
     quiet: bool
+    aux: list  # (name, parameter) of the loss's own trainable parameters
 
     @property
     def sign(self) -> float:  # scores are compared as sign * metric: higher is better
@@ -234,8 +238,11 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    opt = make_optimizer(model, cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # a loss with parameters of its own (LayerKD's projection) trains them with the model; they
+    # are checkpointed beside the optimizer so a resume is exact (not synced across DDP ranks)
+    aux = [(n, p) for n, p in loss_fn.named_parameters() if p.requires_grad]
+    opt = make_optimizer(model, cfg, aux)
+    params = [p for p in model.parameters() if p.requires_grad] + [p for _, p in aux]
     steps_per_epoch = len(train_batches(train.lengths, cfg.batch_size, cfg.seed, 0, rank=rank, world=world))
     sched = make_scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
     st = LoopState()
@@ -246,10 +253,13 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
         opt.load_state_dict(extra["optimizer"])
         sched.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["rng"])
+        with torch.no_grad():
+            for n, p in aux:
+                p.copy_(extra["loss_params"][n])
 
     show = show_progress(quiet) and rank == 0
     with PeakMemory() as mem:
-        ctx = _Fit(model, dev, cfg, run, num_labels, device, opt, sched, state_fn, hook, mem, quiet)
+        ctx = _Fit(model, dev, cfg, run, num_labels, device, opt, sched, state_fn, hook, mem, quiet, aux)
         for epoch in range(st.epoch, cfg.epochs if not st.stopped else st.epoch):
             net.train()
             t0 = time.perf_counter()
@@ -300,7 +310,8 @@ def _end_of_epoch(ctx: _Fit, st: LoopState, train_loss: float, seen: int, epoch_
            "epoch_seconds": round(epoch_seconds, 3), "examples_per_s": round(seen / epoch_seconds, 2),
            "peak_memory_mb": ctx.mem.peak_mb, "lr": ctx.sched.get_last_lr()[0]}
     st.rows.append(row)
-    extra = {"optimizer": ctx.opt.state_dict(), "scheduler": ctx.sched.state_dict(), "rng": torch.get_rng_state()}
+    extra = {"optimizer": ctx.opt.state_dict(), "scheduler": ctx.sched.state_dict(), "rng": torch.get_rng_state(),
+             "loss_params": {n: p.detach().cpu().clone() for n, p in ctx.aux}}
     commit_epoch(ctx.run, st, ctx.state_fn(ctx.model), extra, ctx.hook)
     if not ctx.quiet:
         print(f"epoch {st.epoch}: train_loss {train_loss:.4f}  dev_loss {dev_metrics['loss']:.4f}  "

@@ -35,6 +35,10 @@ def test_baseline_run_directory(tiny_csv, tmp_path):
     assert run.read_config()["data"]["data"] == str(tiny_csv)
     # the very same split ids as a neural run on the same data config
     assert run.read_json("splits.json") == prepare(cfg).data.split_ids()
+    pred = run.read_json("test_predictions.json")  # what the report's paired comparisons read
+    assert pred["split"] == "test" and pred["ids"] == run.read_json("splits.json")["test"]
+    right = sum(p == g for p, g in zip(pred["pred"], pred["gold"]))
+    assert right / len(pred["gold"]) == pytest.approx(s["test"]["accuracy"])
     with pytest.raises(SlimtextError, match="already holds a run"):
         train_baseline(cfg, tmp_path / "tfidf-s0", quiet=True)
 

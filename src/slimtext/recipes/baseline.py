@@ -36,7 +36,7 @@ from slimtext.inference.base import TFIDF_FILE
 from slimtext.inference.calibration import parse_rule
 from slimtext.inference.tfidf import VOCAB_FILE, tfidf_logits
 from slimtext.recipes.evaluation import test_by_source
-from slimtext.recipes.finetune import calibration_summary, write_summary
+from slimtext.recipes.finetune import calibration_summary, write_predictions, write_summary
 from slimtext.rundir import RunDir, atomic_save_safetensors
 from slimtext.train.metrics import PeakMemory, classification_metrics, confusion
 
@@ -178,6 +178,7 @@ def train_baseline(
         "lora_layers": [],
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
     }
+    write_predictions(run, data.splits[test], torch.from_numpy(probs_of[test]), test)  # argmax = the logits'
     write_summary(run, summary)
     if not quiet:
         t = summary["test"]

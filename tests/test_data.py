@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import sys
 import threading
 
 import pytest
@@ -186,3 +187,14 @@ def test_download_offline_is_a_clear_error(tmp_path):
     with pytest.raises(OfflineError, match="could not download http://127.0.0.1:9/x"):
         download("http://127.0.0.1:9/x", dest, None, timeout=2)
     assert not dest.exists()
+
+
+def test_hf_datasets_need_permission(monkeypatch):
+    monkeypatch.setenv("SLIMTEXT_ALLOW_DOWNLOAD", "0")
+    with pytest.raises(SlimtextError, match="--allow-download") as err:
+        load_dataset(DataConfig(data="hf:someone/some-data"))
+    assert "hf:someone/some-data" in str(err.value) and "SLIMTEXT_ALLOW_DOWNLOAD=1" in str(err.value)
+    monkeypatch.setenv("SLIMTEXT_ALLOW_DOWNLOAD", "1")  # allowed: on to `datasets` (made absent here)
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(SlimtextError, match="need the `datasets` package"):
+        load_dataset(DataConfig(data="hf:someone/some-data"))

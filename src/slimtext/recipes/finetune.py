@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slimtext.checkpoint import FROZEN, load_weights, needs_frozen_copy, save_weights
+from slimtext.checkpoint import FROZEN, load_weights, needs_frozen_copy, save_base, save_weights
 from slimtext.config import ConfigError, RunConfig, validate
 from slimtext.data.batches import EncodedSplit, collate
 from slimtext.data.registry import TextDataset, check_trainable, load_dataset
@@ -158,9 +158,11 @@ def position_limit(model: torch.nn.Module) -> int | None:
 
 def write_run_files(folder: Path, cfg: RunConfig, p: Prepared) -> None:
     """What rebuilds the model besides its weights: tokenizer, labels (and how they were
-    normalised), split ids, and a head/LoRA student's frozen teacher layers (so that the run
-    stands alone: no path to its teacher is followed again)."""
+    normalised), split ids, a head/LoRA student's frozen teacher layers (so that the run
+    stands alone: no path to its teacher is followed again), and what it needs of its base
+    checkpoint (`checkpoint.save_base`: its config.json, or the sha256 of the frozen base)."""
     run = RunDir(folder)
+    save_base(folder, cfg)
     p.tokenizer.save(folder / "tokenizer")
     run.write_json("labels.json", p.data.labels)
     run.write_json("splits.json", p.data.split_ids())

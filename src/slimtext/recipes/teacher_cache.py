@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from slimtext.checkpoint import load_teacher, save_weights
+from slimtext.checkpoint import BASE_CONFIG, load_teacher, save_weights
 from slimtext.config import ModelConfig, RunConfig
 from slimtext.data.batches import EncodedSplit
 from slimtext.data.registry import DataConfig, Example
@@ -36,7 +36,7 @@ from slimtext.data.sources import cache_dir, sha256_file
 from slimtext.data.tokenize import WordPiece
 from slimtext.errors import SlimtextError
 from slimtext.models import hub, param_report
-from slimtext.rundir import RunDir, atomic_save_safetensors
+from slimtext.rundir import RunDir, atomic_copy, atomic_save_safetensors
 from slimtext.train.loop import predict_logits
 
 # --- the teacher-logit cache ----------------------------------------------------------------------
@@ -162,6 +162,7 @@ def hf_teacher_run(teacher: str, data: DataConfig, max_length: int = 128) -> Pat
     model, _ = hub.load_classifier(str(folder), len(labels), dropout=cfg.model.head_dropout)
     run.create(cfg.to_dict(), argv=["slimtext", "distill", "--teacher", teacher])
     WordPiece(folder, max_length=max_length).save(run.path / "tokenizer")
+    atomic_copy(folder / "config.json", run.path / BASE_CONFIG)  # reloads without `folder`
     run.write_json("labels.json", labels)
     atomic_save_safetensors(run.weights_path, save_weights(model, "full"))
     run.write_summary({"model": teacher, "method": "full", "labels": labels,

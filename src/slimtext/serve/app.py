@@ -38,7 +38,13 @@ from slimtext.inference.explain import methods_for
 from slimtext.inference.review import ReviewConfig, ReviewPolicy
 from slimtext.serve.batching import MODES, BatchingConfig
 from slimtext.serve.classifier import Classifier, Predictor
-from slimtext.serve.errors import ApiError, LimitBody, SecurityHeaders, _install_error_handlers
+from slimtext.serve.errors import (
+    ApiError,
+    LimitBody,
+    SecurityHeaders,
+    _install_error_handlers,
+    raw_error_response,
+)
 from slimtext.serve.schemas import (
     ERRORS,
     VISIBLE_TEXT,
@@ -267,6 +273,14 @@ class NoDelayHTTPProtocol(AutoHTTPProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser rejects (the app never sees them), in the app's
+        error shape: JSON ``{"error": ...}`` with the security headers, then the connection closes."""
+        defaults = getattr(self.server_state, "default_headers", [])  # date, server
+        message = f"invalid HTTP request ({msg.rstrip('.')}): send a well-formed HTTP/1.1 request"
+        self.transport.write(raw_error_response(400, "Bad Request", message, defaults))
+        self.transport.close()
 
 
 HTTP_PROTOCOL = "slimtext.serve.app:NoDelayHTTPProtocol"

@@ -6,6 +6,7 @@ HTTP and internal errors into that body, and ``LimitBody``, the middleware that 
 bodies over a size limit before they are parsed.
 """
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -128,6 +129,18 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def raw_error_response(status: int, reason: str, message: str,
+                       extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole HTTP/1.1 response (``Connection: close``) with the JSON error body and the security
+    headers, for answers the server writes itself, before any request reaches the app (uvicorn's
+    parser errors: ``NoDelayHTTPProtocol.send_400_response``)."""
+    body = json.dumps({"error": message}).encode()
+    headers = [*extra_headers, (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()), (b"connection", b"close"), *SECURITY_HEADERS]
+    head = b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+    return f"HTTP/1.1 {status} {reason}\r\n".encode() + head + b"\r\n" + body
 
 
 def _too_large(max_bytes: int) -> str:

@@ -177,6 +177,22 @@ def test_best_per_reruns_the_best_point_of_each_value(tmp_path):
     assert reruns == ["optimizer-adam_batch_size-16-s1", "optimizer-sgd_batch_size-32-s1"]
 
 
+def test_where_runs_only_the_matching_grid_points_and_the_rest_later(tmp_path):
+    runner = FakeTrain()
+    run_sweep(_sweep_file(tmp_path), out=tmp_path / "sw", runner=runner, quiet=True,
+              where=["train.optimizer=adam"])
+    assert sorted(Path(a[a.index("--out") + 1]).name for a in runner.calls) == [
+        "optimizer-adam_batch_size-16", "optimizer-adam_batch_size-32"]
+    later = FakeTrain()  # the whole grid into the same folder: only the other points train
+    run_sweep(_sweep_file(tmp_path), out=tmp_path / "sw", runner=later, quiet=True)
+    assert sorted(Path(a[a.index("--out") + 1]).name for a in later.calls) == [
+        "optimizer-sgd_batch_size-16", "optimizer-sgd_batch_size-32"]
+    with pytest.raises(SlimtextError, match="takes sgd, adam"):
+        run_sweep(_sweep_file(tmp_path), out=tmp_path / "sw", runner=FakeTrain(), where=["train.optimizer=adamw"])
+    with pytest.raises(SlimtextError, match="with a grid key"):
+        run_sweep(_sweep_file(tmp_path), out=tmp_path / "sw", runner=FakeTrain(), where=["train.lr=0.1"])
+
+
 def test_bad_sweep_files_say_what_to_fix(tmp_path):
     with pytest.raises(SlimtextError, match="needs its section"):
         load_sweep(_sweep_file(tmp_path, grid={"lr": [0.1]}))

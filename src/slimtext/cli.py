@@ -328,6 +328,7 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
               trials: Annotated[int | None, typer.Option(help="optuna trials")] = None,
               metric: Annotated[str | None, typer.Option(help="objective, e.g. dev.macro_f1")] = None,
               jobs: Annotated[int | None, typer.Option(help="points (or Optuna trials) at once (default: cores // the base config's train.threads; 1 when that is 0)")] = None,
+              where: Annotated[list[str] | None, typer.Option(help="grid search: only the points with KEY=VALUE (repeatable), e.g. --where model.model=minilm-l6; the rest can run later into the same folder")] = None,
               quiet: bool = False, allow_download: AllowDownloadOpt = False):
     """Sweep hyper-parameters: a resumable grid or an Optuna search.
 
@@ -336,7 +337,8 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
     from slimtext.experiments.sweep import run_sweep  # noqa: PLC0415
     from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
-    md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=is_quiet(quiet), jobs=jobs)
+    md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=is_quiet(quiet), jobs=jobs,
+                   where=where)
     typer.echo(f"report: {md}")
 
 

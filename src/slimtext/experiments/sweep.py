@@ -148,11 +148,13 @@ def run_sweep(
     quiet: bool = False,
     runner: Runner | None = None,
     jobs: int | None = None,
+    where: list[str] | None = None,
 ) -> Path:
     """Run (or continue) the sweep of `config_path`; returns the path of its report.md.
     search / trials / metric override the file's. out: default runs/sweep-<name>.
     jobs: points at once (default: the cores over the base config's train.threads; 1 when that
-    is 0, torch's default of every core)."""
+    is 0, torch's default of every core). where: `KEY=VALUE` filters (grid search only): run and
+    report only the points whose grid values match, e.g. the cheap model's rows first."""
     spec = load_sweep(config_path)
     if jobs is None:
         jobs = default_jobs(int((spec["base"].get("train") or {}).get("threads") or 0))
@@ -188,6 +190,7 @@ def run_sweep(
                 f"grid search needs value lists; {ranges} are ranges (use --search optuna)"
             )
         points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        points = select_points(points, grid, where or [])
         runs = [_point(sweep_dir, v) for v in points]
         header = {
             "kind": "sweep",
@@ -200,6 +203,8 @@ def run_sweep(
         status = execute(runs, sweep_dir, runner, quiet, jobs)
         names = [r.name for r in runs]
     else:
+        if where:
+            raise SlimtextError("--where filters grid points; an optuna search draws its own")
         header = {
             "kind": "sweep",
             "name": spec["name"],
@@ -237,6 +242,19 @@ def run_sweep(
     if failed and len(failed) == len(status):
         raise SlimtextError(f"every sweep point failed; see the logs in {sweep_dir / 'logs'}")
     return md
+
+
+def select_points(points: list[dict], grid: dict, where: list[str]) -> list[dict]:
+    """The points matching every `KEY=VALUE` of `where` (values compared as the grid spells them)."""
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or key not in grid:
+            raise SlimtextError(f"--where {item!r}: write KEY=VALUE with a grid key ({', '.join(grid)})")
+        spelled = [str(v) for v in grid[key]]
+        if value not in spelled:
+            raise SlimtextError(f"--where {item!r}: {key} takes {', '.join(spelled)} in this grid")
+        points = [p for p in points if str(p[key]) == value]
+    return points
 
 
 def best_point(sweep_dir: Path, names: list[str], metric: str) -> str | None:

@@ -110,7 +110,10 @@ def test_the_report_states_each_verdict_with_its_interval(tmp_path):
         dirs.append(_run_with_predictions(tmp_path / f"even-s{s}", gold, _noisy(gold, 0.10, 20 + s), s))
         dirs.append(_run_with_predictions(tmp_path / f"distilrnn-s{s}", gold, _noisy(gold, 0.05, 40 + s), s))
         dirs.append(_run_with_predictions(tmp_path / f"lstm-s{s}", gold, _noisy(gold, 0.35, 60 + s), s))
+        dirs.append(_run_with_predictions(tmp_path / f"distilrnn-aug5-s{s}", gold, _noisy(gold, 0.02, 80 + s), s))
     md = write_report(dirs, tmp_path / "r")[0].read_text()
+    assert "distilrnn-aug5 beats lstm by " in md  # a transfer-set variant meets both baselines
+    assert "distilrnn-aug5 beats distilrnn by " in md or "distilrnn-aug5 vs distilrnn: " in md
     assert "odd vs even: no difference detectable at this size (difference " in md
     assert "3 seeds × 300 test examples" in md
     assert "distilrnn beats lstm by " in md and "paired t-test across seeds p = " in md

@@ -79,6 +79,10 @@ def verdicts(groups: list[Group]) -> list[str]:
     test predictions from both sides (older runs, TF-IDF) are left out."""
     by_name = {g.name: g for g in groups}
     pairs = [p for p in PAIRS if p[0] in by_name and p[1] in by_name]
+    # DistilRNN variants (e.g. distilrnn-aug5: with a transfer set) against the LSTM and plain DistilRNN
+    for g in groups:
+        if g.name.startswith("distilrnn-"):
+            pairs += [(g.name, b) for b in ("lstm", "distilrnn") if b in by_name]
     if "teacher" in by_name:
         pairs += [(g.name, "teacher") for g in groups if g.name not in ("teacher", "tfidf")]
     out = []

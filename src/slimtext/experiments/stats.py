@@ -14,7 +14,7 @@ A difference is "detected" when the bootstrap interval excludes 0 and, with two 
 the seed test gives p < 0.05. `needed` says how many seeds (from the spread of the per-seed
 differences) or test examples (from the bootstrap standard error, which shrinks as 1/sqrt(N))
 would detect a given difference (0.5 points) at 5 % significance and 80 % power.
-Runs without `test_predictions.json` (older runs, the TF-IDF baseline) are skipped.
+Runs without `test_predictions.json` (runs from before it was written) are skipped.
 
 References:
 - Koehn 2004, Statistical Significance Tests for Machine Translation Evaluation, EMNLP

@@ -139,6 +139,19 @@ def test_head_run_uses_the_cache_reloads_and_resumes_exactly(tmp_path, tiny_csv)
     cfg = tiny_run_config(folder, tiny_csv, "head", epochs=2)
     summary = train(cfg, tmp_path / "run", quiet=True)
     assert summary["feature_cache_seconds"] > 0 and summary["epochs_run"] == 2
+    # dev/test were scored from the cached features: the full reloaded model gives the same numbers
+    from slimtext.checkpoint import load_model
+    from slimtext.data.registry import load_dataset
+    from slimtext.recipes.finetune import encode_splits
+    from slimtext.train.loop import evaluate
+
+    model, tok, rcfg, labels = load_model(tmp_path / "run")
+    for name, split in encode_splits(load_dataset(rcfg.data), tok).items():
+        if name != "train":
+            metrics, _ = evaluate(model, split, len(labels))
+            assert metrics["loss"] == pytest.approx(summary["splits"][name]["loss"], abs=1e-5)
+            assert metrics["accuracy"] == summary["splits"][name]["accuracy"]
+    assert summary["inference_ms_per_example"] > 0 and summary["machine"]["cpu"]
     predictor = load_predictor(tmp_path / "run")
     assert predictor.predict_proba(["a good movie", "bad"]).shape == (2, 2)
     # a run killed after epoch 1 and resumed ends with exactly the same weights

@@ -36,6 +36,7 @@ from slimtext.train.degenerate import degenerate_warnings
 from slimtext.train.loop import fit, logit_metrics, predict_logits, resolve_device, seed_everything
 from slimtext.train.losses import class_weights
 from slimtext.train.metrics import classification_metrics, confusion
+from slimtext.train.precision import device_name, resolve
 from slimtext.train.state import Hook, LoopState, hook_from_env
 
 PREDICTIONS = "test_predictions.json"
@@ -87,7 +88,8 @@ def latency_ms(model, split: EncodedSplit, device, n: int = 32) -> dict:
 
 
 def machine() -> dict:
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+    return {"cpu": device_name(torch.device("cpu")), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "torch": torch.__version__,
             "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
 
 
@@ -224,10 +226,12 @@ def _train(cfg: RunConfig, run: RunDir, p: Prepared, resume: bool, quiet: bool, 
     model, splits, cache_seconds = p.model, p.splits, 0.0
     if method == "head" and head_cache.supports(p.model):  # frozen encoder: run it once, not per epoch
         t0 = time.perf_counter()
-        to_cache = {k: p.splits[k] for k in ("train", "dev")}
+        # fp32 features are the served model's numbers: then dev/test are scored from the cache too
+        exact = resolve(cfg.train.precision, p.model, resolve_device(cfg.train.device))[0] == "fp32"
+        to_cache = p.splits if exact else {k: p.splits[k] for k in ("train", "dev")}
         model, splits = head_cache.cache(p.model, to_cache, cfg.train, quiet=quiet or not ddp.is_main())
         cache_seconds = time.perf_counter() - t0
-        log(f"head-only: cached the frozen encoder's features of train and dev in {cache_seconds:.1f}s")
+        log(f"head-only: cached the frozen encoder's features of {', '.join(to_cache)} in {cache_seconds:.1f}s")
     result = fit(model, splits["train"], splits["dev"], cfg.train, run, len(p.data.labels),
                  loss_fn=loss_fn, resume=resume, quiet=quiet, hook=hook,
                  state_fn=lambda m: save_weights(m, method), load_fn=lambda m, sd: load_weights(m, sd, method))
@@ -236,27 +240,42 @@ def _train(cfg: RunConfig, run: RunDir, p: Prepared, resume: bool, quiet: bool, 
         result["feature_cache_seconds"] = round(cache_seconds, 3)
     if not ddp.is_main():
         return result
-    return finish(cfg, run, p, result, report, extra_summary)
+    cached = (model, splits) if model is not p.model and set(splits) == set(p.splits) else None
+    return finish(cfg, run, p, result, report, extra_summary, cached)
 
 
-def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict, extra: dict | None = None) -> dict:
+TIMED = 256  # examples the full model runs for a head-only run's batched ms/example
+
+
+def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict, extra: dict | None = None,
+           cached: tuple | None = None) -> dict:
     """Reload the best epoch, evaluate dev and test splits, calibrate on dev (temperature and,
-    for binary tasks, a decision threshold: calibration.json), time inference, write summary.json."""
+    for binary tasks, a decision threshold: calibration.json), time inference, write summary.json.
+    `cached`: a head-only run's (HeadOnly, cached splits): the splits' logits come from the cached
+    features (the same numbers, without running the frozen encoder again), and the full model's
+    batched ms/example is timed on the first TIMED test examples instead of the whole split."""
     device = resolve_device(cfg.train.device)
-    load_weights(p.model, load_safetensors(run.weights_path), cfg.model.method)
+    load_weights(p.model, load_safetensors(run.weights_path), cfg.model.method)  # HeadOnly shares the head
     p.model.to(device)
     n_labels = len(p.data.labels)
+    net, esplits = cached or (p.model, p.splits)
     evals, conf, logits, probs_of = {}, {}, {}, {}
     t_eval = {}
-    for name, split in p.splits.items():
+    for name, split in esplits.items():
         if name == "train":
             continue
         t0 = time.perf_counter()
-        logits[name] = predict_logits(p.model, split, cfg.train.eval_batch_size, device)
+        logits[name] = predict_logits(net, split, cfg.train.eval_batch_size, device)
         evals[name], probs = logit_metrics(logits[name], split.labels, n_labels)
         t_eval[name] = (time.perf_counter() - t0) * 1000 / max(1, len(split))
         conf[name], probs_of[name] = confusion(probs, split.labels.numpy(), n_labels), probs
     test = "test" if "test" in evals else "dev"
+    if cached:
+        whole = p.splits[test]
+        part = EncodedSplit(whole.input_ids[:TIMED], whole.labels[:TIMED], whole.pad_id)
+        t0 = time.perf_counter()
+        predict_logits(p.model, part, cfg.train.eval_batch_size, device)
+        t_eval[test] = (time.perf_counter() - t0) * 1000 / max(1, len(part))
     rows = run.read_metrics()
     labels = {k: p.splits[k].labels.numpy() for k in logits}
     calibration = calibration_summary(run, logits["dev"].numpy(), labels["dev"], logits[test].numpy(),

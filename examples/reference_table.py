@@ -3,9 +3,9 @@
     python examples/reference_table.py runs/sweep-sst5-head runs/sweep-cola-head ... > table.md
 
 One row per dev-chosen setting (the sweep's `best_per` groups): its grid values, the seeds it ran
-with, the sweep's metric on every evaluated split as mean ± std over those seeds, and the mean
-training wall time of one run (the head-only rows include the one encoder pass, or its disk-cache
-read). Then, per sweep, every grid point's dev score at seed 0 (the learning-rate curve the choice
+with, the sweep's metric on every evaluated split as mean ± std over those seeds, the mean training
+time of one run without the frozen encoder's pass, and (head-only) that pass's time, paid once per
+model, pooling and length by the first point that needed it (later points read its disk cache). Then, per sweep, every grid point's dev score at seed 0 (the learning-rate curve the choice
 was made on). Nothing is chosen on test.
 """
 
@@ -50,12 +50,13 @@ def rows(sweep: Path) -> tuple[list[str], list[str]]:
         splits = [k for k in first["splits"] if k != "train"]
         scores = {k: [s["splits"][k][metric] for _, s in done if s["splits"].get(k, {}).get(metric) is not None]
                   for k in splits}
-        wall = statistics.mean(s["train_seconds"] for _, s in done)
+        wall = statistics.mean(s["train_seconds"] - (s.get("feature_cache_seconds") or 0) for _, s in done)
+        encoder = encoder_pass(sweep, plan, cfg)
         table.append(
             f"| {first['dataset']} | {first['model']} | {first['method']} | {cfg['model']['pooling']} | "
             f"{cfg['model']['max_length']} | {cfg['train']['lr']:g} | {len(done)} | "
             + "; ".join(f"{k} {mean_std(v)}" for k, v in scores.items())
-            + f" | {wall:.0f} | {first.get('precision', '')} |"
+            + f" | {wall:.0f} | {encoder} | {first.get('precision', '')} |"
         )
     curve = []
     for run in plan["runs"]:
@@ -64,6 +65,17 @@ def rows(sweep: Path) -> tuple[list[str], list[str]]:
             curve.append(f"| {run['name']} | {s['dev'][metric]:.3f} | {s['train_seconds']:.0f} |")
     return table, [f"`{sweep.name}` ({plan['metric']}, seed 0):", "", "| point | dev | train s |",
                    "|---|---:|---:|", *curve, ""]
+
+
+def encoder_pass(sweep: Path, plan: dict, cfg: dict) -> str:
+    """The longest feature pass among the sweep's points with this model, pooling and length: the
+    one that encoded the splits (the others read the cache). '—' for runs that train the encoder."""
+    same = []
+    for run in plan["runs"]:
+        s, c = summary(sweep / run["name"]), _config(sweep / run["name"]) if (sweep / run["name"]).is_dir() else None
+        if s and c and all(c["model"][k] == cfg["model"][k] for k in ("model", "pooling", "max_length")):
+            same.append(s.get("feature_cache_seconds") or 0)
+    return f"{max(same):.0f}" if same and max(same) > 0 else "—"
 
 
 def _config(run: Path) -> dict:
@@ -76,7 +88,8 @@ def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
     head = ["| data | model | method | pooling | max_length | lr (dev) | seeds | metric per split "
-            "(mean ± std) | train s per run | precision |", "|---|---|---|---|---:|---:|---:|---|---:|---|"]
+            "(mean ± std) | training s per run | encoder pass s (once) | precision |",
+            "|---|---|---|---|---:|---:|---:|---|---:|---:|---|"]
     tables, curves = [], []
     for folder in argv:
         t, c = rows(Path(folder))

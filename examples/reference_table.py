@@ -75,7 +75,9 @@ def encoder_pass(sweep: Path, plan: dict, cfg: dict) -> str:
         s, c = summary(sweep / run["name"]), _config(sweep / run["name"]) if (sweep / run["name"]).is_dir() else None
         if s and c and all(c["model"][k] == cfg["model"][k] for k in ("model", "pooling", "max_length")):
             same.append(s.get("feature_cache_seconds") or 0)
-    return f"{max(same):.0f}" if same and max(same) > 0 else "—"
+    if not same or max(same) == 0:
+        return "—"
+    return f"{max(same):.0f}" if max(same) >= 5 else "cached earlier"  # every point read the disk cache
 
 
 def _config(run: Path) -> dict:

@@ -244,7 +244,7 @@ def _train(cfg: RunConfig, run: RunDir, p: Prepared, resume: bool, quiet: bool, 
     return finish(cfg, run, p, result, report, extra_summary, cached)
 
 
-TIMED = 256  # examples the full model runs for a head-only run's batched ms/example
+TIMED = 64  # examples the full model runs for a head-only run's batched ms/example
 
 
 def finish(cfg: RunConfig, run: RunDir, p: Prepared, result: dict, report: dict, extra: dict | None = None,

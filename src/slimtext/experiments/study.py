@@ -246,19 +246,22 @@ def subprocess_runner(argv: list[str], log: Path) -> int:
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"\n$ {shlex.join(argv)}\n")
         f.flush()
-        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True,
-                                preexec_fn=_die_with(os.getpid()) if sys.platform == "linux" else None)
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
-        try:
+        proc = None
+        try:  # from the moment the child exists: a signal between Popen and wait still kills it
+            proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True,
+                                    preexec_fn=_die_with(os.getpid()) if sys.platform == "linux" else None)
+            with _LIVE_LOCK:
+                _LIVE.add(proc)
             return proc.wait()
         except BaseException:
-            _kill_group(proc)
+            if proc is not None:
+                _kill_group(proc)
             raise
         finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
+            if proc is not None:
+                with _LIVE_LOCK:
+                    _LIVE.discard(proc)
 
 
 def _die_with(parent: int) -> Callable[[], None]:

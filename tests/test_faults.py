@@ -176,10 +176,14 @@ def test_a_study_leaves_a_run_another_process_is_writing_alone(tmp_path):
 
 # --- study and sweep children die with them
 
+# Ctrl-C reaches a study as KeyboardInterrupt only when SIGINT is not ignored; a process started
+# in the background of a non-interactive shell (or by one that ignores it) inherits SIG_IGN, and
+# then rightly does not die of it. The parent states the interactive case explicitly.
 _PARENT = """
-import sys
+import signal, sys
 from pathlib import Path
 from slimtext.experiments.study import _sigterm_as_exit, subprocess_runner
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with _sigterm_as_exit():
     subprocess_runner([sys.executable, "-c", sys.argv[2], sys.argv[1]], Path(sys.argv[1]).with_suffix(".log"))
 """

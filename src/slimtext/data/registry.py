@@ -17,7 +17,7 @@ from slimtext.data.chartask import CharTaskConfig, make_char_task, task_labels
 from slimtext.data.formats import Row
 from slimtext.data.sources import ALLOW_DOWNLOAD_ENV, FileSource, download_allowed, resolve
 from slimtext.data.splits import saved_split
-from slimtext.data.union import load_union
+from slimtext.data.union import load_union, union_parts
 from slimtext.errors import SlimtextError, UnknownNameError
 
 
@@ -198,7 +198,7 @@ def _to_examples(rows: list[Row], label_index: dict[str, int], label_map, where:
 
 def load_dataset(cfg: DataConfig) -> TextDataset:
     name = cfg.data
-    if "+" in name and not Path(name).is_file():
+    if union_parts(name):
         return load_union(cfg, load_dataset)
     label_mapping, user_notes, warnings = {}, [], []  # a user file's normalised labels, notes on its rows
     if name.startswith("hf:"):

@@ -68,9 +68,22 @@ def view_index(dataset: str, labels: list[str], view: View = TOXIC_VIEW) -> list
     return [view.labels.index(by_name[lab]) for lab in labels]
 
 
+def union_parts(name: str) -> list[str] | None:
+    """The dataset names of a union `A+B+...`, or None when `name` is one dataset (a file whose
+    name holds '+' included)."""
+    if "+" not in name or Path(name).is_file():
+        return None
+    return [n.strip() for n in name.split("+")]
+
+
+def union_id(source: str, example_id: str) -> str:
+    """An example's id in a union: its source's name, '/', its own id."""
+    return f"{source}/{example_id}"
+
+
 def load_union(cfg, load_one):
     """The union `cfg.data` = `A+B+...` of datasets loaded by `load_one(DataConfig)` (see above)."""
-    names = [n.strip() for n in cfg.data.split("+")]
+    names = union_parts(cfg.data)
     if len(names) < 2 or not all(names):
         raise SlimtextError(f"{cfg.data!r}: a union is two or more datasets joined by '+', e.g. davidson+tweeteval-offensive")
     if len(set(names)) != len(names):
@@ -97,7 +110,7 @@ def combine(name: str, parts: list):
     for p, m in zip(parts, maps):
         for split, examples in p.splits.items():
             splits.setdefault(split, []).extend(
-                dataclasses.replace(e, id=f"{p.name}/{e.id}", label=m[e.label], source=p.name) for e in examples)
+                dataclasses.replace(e, id=union_id(p.name, e.id), label=m[e.label], source=p.name) for e in examples)
     notes = [f"{p.name}: {n}" for p in parts for n in p.notes]
     tested = {e.text.strip() for e in splits.get("test", [])}
     for split in ("train", "dev"):

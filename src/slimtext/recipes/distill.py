@@ -48,6 +48,7 @@ from slimtext.config import RunConfig
 from slimtext.data.batches import EncodedSplit
 from slimtext.data.registry import DataConfig, load_dataset
 from slimtext.data.tokenize import load_tokenizer
+from slimtext.data.union import union_id, union_parts
 from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.models.factory import RNN_MODELS, apply_method
 from slimtext.models.students import layer_student, parse_student_layers, require_encoder
@@ -80,7 +81,7 @@ def student_data(asked: DataConfig, teacher: DataConfig) -> DataConfig:
     the union built the same way (`check_union_source` verifies that against the teacher's
     splits.json)."""
     default = DataConfig()
-    source = asked.data in teacher.data.split("+") and "+" in teacher.data
+    source = asked.data in (union_parts(teacher.data) or [])
     for name in SPLIT_FIELDS:
         want, have = getattr(asked, name), getattr(teacher, name)
         if name == "data" and source:
@@ -106,11 +107,11 @@ def check_union_source(teacher_dir: Path, data) -> None:
     seen = set(teacher["train"])
     name = data.name
     leaked = [e.id for split in data.splits if split != "train" for e in data.splits[split]
-              if f"{name}/{e.id}" in seen]
+              if union_id(name, e.id) in seen]
     if leaked:
         raise SlimtextError(f"{len(leaked)} of the student's dev/test examples (e.g. {leaked[0]!r}) "
                             f"are in the teacher's train split; its soft labels would leak them")
-    unseen = [e.id for e in data.splits["train"] if f"{name}/{e.id}" not in seen]
+    unseen = [e.id for e in data.splits["train"] if union_id(name, e.id) not in seen]
     if unseen:
         raise SlimtextError(f"{len(unseen)} of the student's train examples (e.g. {unseen[0]!r}) are "
                             f"not in the teacher's train split; the splits differ from the union's")

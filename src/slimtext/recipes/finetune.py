@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -226,10 +226,12 @@ def _train(cfg: RunConfig, run: RunDir, p: Prepared, resume: bool, quiet: bool, 
     model, splits, cache_seconds = p.model, p.splits, 0.0
     if method == "head" and head_cache.supports(p.model):  # frozen encoder: run it once, not per epoch
         t0 = time.perf_counter()
-        # fp32 features are the served model's numbers: then dev/test are scored from the cache too
-        exact = resolve(cfg.train.precision, p.model, resolve_device(cfg.train.device))[0] == "fp32"
-        to_cache = p.splits if exact else {k: p.splits[k] for k in ("train", "dev")}
-        model, splits = head_cache.cache(p.model, to_cache, cfg.train, quiet=quiet or not ddp.is_main())
+        # resolved once here (auto: the machine's probe); fp32 features are the served model's
+        # numbers, so then dev/test are scored from the cache too
+        precision = resolve(cfg.train.precision, p.model, resolve_device(cfg.train.device))[0]
+        to_cache = p.splits if precision == "fp32" else {k: p.splits[k] for k in ("train", "dev")}
+        model, splits = head_cache.cache(p.model, to_cache, replace(cfg.train, precision=precision),
+                                         quiet=quiet or not ddp.is_main())
         cache_seconds = time.perf_counter() - t0
         log(f"head-only: cached the frozen encoder's features of {', '.join(to_cache)} in {cache_seconds:.1f}s")
     result = fit(model, splits["train"], splits["dev"], cfg.train, run, len(p.data.labels),

@@ -29,6 +29,7 @@ from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.rundir import RunDir
 from slimtext.train import ddp
 from slimtext.train.losses import CrossEntropy, class_weights
+from slimtext.train.malloc import retain_freed_memory
 from slimtext.train.metrics import PeakMemory, classification_metrics
 from slimtext.train.precision import resolve
 from slimtext.train.state import Hook, LoopState, commit_epoch, hook_from_env, publish_best, restore
@@ -225,6 +226,7 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
         raise UnknownNameError("metric", cfg.early_stop_metric, list(METRICS))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    retain_freed_memory()  # big per-step buffers (embedding gradients) reused, not page-faulted anew
     rank, world = ddp.rank(), ddp.world()
     if cfg.batch_size % world:
         raise SlimtextError(f"batch size {cfg.batch_size} is not divisible by {world} processes")

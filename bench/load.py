@@ -16,8 +16,13 @@ every level against each in turn (interleaved, so a busy machine's noise hits bo
 mode and level it reports the median over rounds of requests/s, p50 and p99, and the ratios
 on/off.
 
-The client runs in this Python process: at high request rates it competes with the server for
-the CPU, so read the numbers of a fast model as a lower bound (see docs/web.md).
+The client runs in this Python process (httpx, one thread per client): at high request rates
+it competes with the server for the CPU, so read the numbers of a fast model as a lower bound
+(see docs/web.md). `--client wrk` drives each level with `wrk` instead (a C load generator,
+`apt install wrk`; the same closed loop: one keep-alive connection per client, the same texts in
+turn), which leaves the server most of the machine; the server's own latency_ms is then not read.
+
+    python bench/load.py --run RUN --batching off,on --rounds 3 --client wrk
 """
 
 import argparse
@@ -25,6 +30,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -193,6 +199,54 @@ def run_level(url: str, concurrency: int, seconds: float, max_requests: int, tex
     }
 
 
+WRK_SCRIPT = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/api/classify", {["Content-Type"] = "application/json"}, bodies[(i %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"status\\": %%d, \\"connect\\": %%d, "
+    .. "\\"read\\": %%d, \\"write\\": %%d, \\"timeout\\": %%d, \\"p50\\": %%d, \\"p90\\": %%d, \\"p99\\": %%d, \\"max\\": %%d}\\n",
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def wrk_script(texts: list[str], folder: Path) -> Path:
+    """A wrk Lua script that POSTs the texts in turn and prints its summary as one JSON line."""
+    bodies = ", ".join("[==[" + json.dumps({"text": t}) + "]==]" for t in texts)
+    path = folder / "load.lua"
+    path.write_text(WRK_SCRIPT % bodies)
+    return path
+
+
+def run_level_wrk(url: str, concurrency: int, seconds: float, script: Path, timeout: float) -> dict:
+    """One level driven by wrk: `concurrency` connections on min(concurrency, 2) threads."""
+    threads = min(concurrency, 2)
+    cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+           f"--timeout={max(1, round(timeout))}s", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next((x for x in out.splitlines() if x.startswith("WRK ")), None)
+    if line is None:
+        sys.exit(f"wrk printed no summary:\n{out}")
+    w = json.loads(line[4:])
+    errors = {k: w[k] for k in ("status", "connect", "read", "write", "timeout") if w[k]}
+    failed = w["status"] + w["read"] + w["write"] + w["timeout"]  # connect errors send nothing
+    elapsed = w["duration_us"] / 1e6
+    ok = w["requests"] - w["status"]
+    return {
+        "concurrency": concurrency, "requests": w["requests"], "ok": ok, "failed": failed,
+        "errors": errors, "elapsed_s": round(elapsed, 3),
+        "requests_per_s": round(ok / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": w["p50"] / 1000, "p90_ms": w["p90"] / 1000, "p99_ms": w["p99"] / 1000,
+        "max_ms": w["max"] / 1000, "server_p50_ms": math.nan,
+    }
+
+
 def print_table(levels: list[dict]) -> None:
     cols = [
         ("concurrency", "concurrency", "d"),
@@ -226,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fake-ms", type=float, default=0.0, help="--fake: sleep per model call")
     ap.add_argument("--batching", default="", help="comma-separated SLIMTEXT_BATCHING modes (auto,on,off), one server each (default: the server's own)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds over levels and modes (1)")
+    ap.add_argument("--client", default="python", choices=["python", "wrk"],
+                    help="python: httpx threads in this process (default); wrk: the wrk load generator")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -259,10 +315,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server {url}  model {health[mode].get('model')}  batching "
                   f"{health[mode].get('batching')}  labels {health[mode].get('labels')}")
             run_level(url, 1, 60.0, args.warmup, texts, args.timeout)
+        if args.client == "wrk":
+            if shutil.which("wrk") is None:
+                sys.exit("--client wrk: no wrk on PATH (apt install wrk)")
+            script = wrk_script(texts, Path(tempfile.mkdtemp(prefix="slimtext-load-")))
+
+        def level(url: str, c: int) -> dict:
+            if args.client == "wrk":
+                return run_level_wrk(url, c, args.seconds, script, args.timeout)
+            return run_level(url, c, args.seconds, args.max_requests, texts, args.timeout)
+
         for r in range(args.rounds):
             for c in levels:
                 for mode, (_, url, _) in servers.items():
-                    rounds[mode].append([run_level(url, c, args.seconds, args.max_requests, texts, args.timeout)])
+                    rounds[mode].append([level(url, c)])
                     print(f"  round {r + 1} concurrency {c} {mode or 'server default'}: "
                           f"{rounds[mode][-1][0]['requests_per_s']} req/s", file=sys.stderr)
     finally:
@@ -289,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_requests_per_level": args.max_requests,
         "rounds": args.rounds,
         "texts": len(texts),
+        "client": args.client,
         "levels": by_mode[modes[0]],
         "python": platform.python_version(),
         "machine": platform.machine(),

@@ -221,3 +221,20 @@ def test_a_dying_jobs_study_takes_every_child_along(tmp_path, sig):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         parent.kill()
+
+
+def test_a_student_does_not_take_a_slot_to_wait_on_its_siblings_teacher_logits():
+    # teacher-s0 and teacher-s1 have ended; odd-s0 runs and may be computing teacher-s0's logits
+    runs = study.plan_study(study.PRESETS["quick"], "davidson", (0, 1), Path("/s"))
+    names = {r.name for r in runs}
+    status = {n: "ran" for n in ("teacher-s0", "lstm-s0", "tfidf-s0", "teacher-s1")}
+    running = {"odd-s0": None}
+    pending = [(i, r) for i, r in enumerate(runs, 1) if r.name not in status and r.name not in running]
+    first = study._next_ready(pending, status, names, running, runs)
+    assert first[1].name == "odd-s1"  # not even-s0, which would sit on teacher-s0's cache lock
+    # with nothing else left to do, the sibling starts anyway (it waits, but no slot stays idle)
+    only = [(i, r) for i, r in pending if r.name == "even-s0"]
+    assert study._next_ready(only, status, names, running, runs)[1].name == "even-s0"
+    # once a sibling has ended, the cache is written: plan order again
+    status["odd-s0"] = "ran"
+    assert study._next_ready(pending, status, names, {}, runs)[1].name == "even-s0"

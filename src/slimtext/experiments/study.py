@@ -349,9 +349,30 @@ def default_jobs(threads: int) -> int:
     return max(1, (os.cpu_count() or 1) // threads) if threads else 1
 
 
+def _distills(run: PlannedRun) -> bool:
+    return len(run.argv) > 1 and run.argv[1] == "distill"
+
+
+def _would_wait(run: PlannedRun, running, status: dict[str, str], runs: list[PlannedRun]) -> bool:
+    """A student of a teacher whose other student is running while none has ended: that one may
+    be computing the teacher's logits, and the cache's lock would hold this run idle in a slot."""
+    if not _distills(run):
+        return False
+    siblings = [r for r in runs if r is not run and _distills(r) and r.needs == run.needs]
+    return any(r.name in running for r in siblings) and not any(r.name in status for r in siblings)
+
+
+def _next_ready(pending, status, names, running, runs) -> tuple[int, PlannedRun] | None:
+    """The next run to start: the first in plan order whose runs it needs have ended, preferring
+    one that would not wait on a teacher-logit cache (`_would_wait`); None when none is ready."""
+    ready = [item for item in pending if not any(n in names and n not in status for n in item[1].needs)]
+    return min(ready, key=lambda item: _would_wait(item[1], running, status, runs), default=None)
+
+
 def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool, jobs: int = 1) -> dict[str, str]:
     """Start runs in plan order as slots free up (at most `jobs` at once), each only after every
-    run it needs has ended; one line when a run starts and one when it ends."""
+    run it needs has ended, and a student only after its teacher's logits are cached while other
+    work is ready (`_next_ready`); one line when a run starts and one when it ends."""
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     status: dict[str, str] = {}
     names = {r.name for r in runs}
@@ -367,12 +388,8 @@ def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool, job
             ended.put((run.name, e))
 
     def start_ready() -> None:
-        for item in list(pending):
-            if len(running) >= jobs:
-                return
+        while len(running) < jobs and (item := _next_ready(pending, status, names, running, runs)):
             i, run = item
-            if any(n in names and n not in status for n in run.needs):
-                continue  # a run it needs has not ended yet
             pending.remove(item)
             d = out / run.name
             head = f"[{i}/{len(runs)}] {run.name}"

@@ -238,3 +238,24 @@ def test_a_student_does_not_take_a_slot_to_wait_on_its_siblings_teacher_logits()
     # once a sibling has ended, the cache is written: plan order again
     status["odd-s0"] = "ran"
     assert study._next_ready(pending, status, names, {}, runs)[1].name == "even-s0"
+
+
+def test_teacher_logits_in_the_teachers_own_precision_cached_apart(tmp_path, fake_cache_key):
+    import json
+
+    teacher = tmp_path / "t"
+    teacher.mkdir()
+    (teacher / "summary.json").write_text(json.dumps({"precision": "bf16"}))
+    forwards: dict[str, int] = {}
+    model = CountingTeacher(forwards, "t")
+    exact = teacher_cache.teacher_logits(teacher, EXAMPLES, teacher=(model, Tok()), precision="fp32")
+    auto = teacher_cache.teacher_logits(teacher, EXAMPLES, teacher=(model, Tok()), precision="auto")
+    assert (exact["precision"], auto["precision"]) == ("fp32", "bf16")  # auto: what the teacher ran in
+    assert exact["path"] != auto["path"] and forwards == {"t": 2}  # two entries, never mixed
+    torch.testing.assert_close(auto["logits"], exact["logits"], atol=2e-2, rtol=2e-2)
+    again = teacher_cache.teacher_logits(teacher, EXAMPLES, teacher=(model, Tok()), precision="auto")
+    assert again["cache_hit"] and again["precision"] == "bf16" and torch.equal(again["logits"], auto["logits"])
+    (teacher / "summary.json").write_text(json.dumps({}))  # a teacher that does not say: fp32
+    assert teacher_cache.logits_precision(teacher, "auto") == "fp32"
+    with pytest.raises(SlimtextError, match="fp16"):
+        teacher_cache.logits_precision(teacher, "fp16")

@@ -198,15 +198,16 @@ def distill(
         cfg.train.eval_batch_size,
         device,
         teacher[:2] if teacher else None,
+        cfg.train.precision,
     )
-    how = "read from cache" if t["cache_hit"] else f"computed in {t['seconds']:.1f}s"
+    how = "read from cache" if t["cache_hit"] else f"computed in {t['seconds']:.1f}s ({t['precision']})"
     log(f"teacher logits {how}: {t['path']}")
     transfer = transfer_examples(transfer_texts(cfg.distill, data.splits["train"], cfg.data.data_dir,
                                                 teacher[:2] if teacher else None))
     tt = None
     if transfer:
         tt = teacher_logits(teacher_dir, transfer, cfg.train.eval_batch_size, device,
-                            teacher[:2] if teacher else None)
+                            teacher[:2] if teacher else None, cfg.train.precision)
         how = "read from cache" if tt["cache_hit"] else f"computed in {tt['seconds']:.1f}s"
         log(f"transfer set: {len(transfer)} texts ({cfg.distill.transfer}); teacher logits {how}")
 

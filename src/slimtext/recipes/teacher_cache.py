@@ -4,7 +4,10 @@ The teacher runs once, over the train split, before training: its logits are cac
 `$SLIMTEXT_CACHE/teacher_logits/<key>.safetensors` together with the example ids, and reused by
 every later student of the same teacher and split (the key: `cache_key`); a file lock makes
 students running at once compute an entry once. Rows are joined by
-example id (`align_logits`), so a cached file serves any student of the same split.
+example id (`align_logits`), so a cached file serves any student of the same split. The logits
+are computed in the student's `--precision`; `auto` (the default) means the precision the teacher
+itself trained and was evaluated in, so a teacher that `auto` put in bf16 also answers in bf16,
+2-3x faster on a CPU with native bf16. A bf16 entry is a file of its own (`<key>-bf16`).
 
 A `--teacher` that is a Hugging Face classifier folder (`hf:PATH_OR_NAME`, or a folder with
 config.json and no config.yaml, e.g. one written by `slimtext export --hf`) is first imported as
@@ -34,7 +37,7 @@ from slimtext.data.batches import EncodedSplit
 from slimtext.data.registry import DataConfig, Example
 from slimtext.data.sources import cache_dir, sha256_file
 from slimtext.data.tokenize import WordPiece
-from slimtext.errors import SlimtextError
+from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.models import hub, param_report
 from slimtext.rundir import RunDir, atomic_copy, atomic_save_safetensors
 from slimtext.train.loop import predict_logits
@@ -60,8 +63,10 @@ def cache_key(teacher_dir: Path, example_ids: list[str]) -> str:
     return h.hexdigest()
 
 
-def cache_path(key: str) -> Path:
-    return cache_dir() / "teacher_logits" / f"{key}.safetensors"
+def cache_path(key: str, precision: str = "fp32") -> Path:
+    """The entry of `key` computed in `precision` (fp32 entries keep the plain key's name)."""
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    return cache_dir() / "teacher_logits" / f"{key}{suffix}.safetensors"
 
 
 def align_logits(cached_ids: list[str], logits: torch.Tensor, ids: list[str]) -> torch.Tensor:
@@ -95,18 +100,35 @@ def _locked(path: Path):
 def _read_cached(path: Path, ids: list[str]) -> dict:
     with safe_open(str(path), framework="pt") as f:
         logits, cached_ids = f.get_tensor("logits"), json.loads(f.metadata()["example_ids"])
-    return {"logits": align_logits(cached_ids, logits, ids), "seconds": 0.0, "cache_hit": True, "path": path}
+        precision = f.metadata().get("precision", "fp32")
+    return {"logits": align_logits(cached_ids, logits, ids), "seconds": 0.0, "cache_hit": True, "path": path,
+            "precision": precision}
+
+
+def logits_precision(teacher_dir: Path, precision: str) -> str:
+    """fp32 or bf16 as asked; `auto` is what the teacher ran in (its summary's `precision`, which
+    `auto` chose on the machine that trained it), fp32 for a teacher that does not say."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UnknownNameError("precision", precision, ["auto", "fp32", "bf16"])
+    if precision != "auto":
+        return precision
+    run = RunDir(teacher_dir)
+    ran = run.read_json("summary.json").get("precision") if run.summary_path.is_file() else None
+    return ran if ran in ("fp32", "bf16") else "fp32"
 
 
 def teacher_logits(
-    teacher_dir: Path, train: list[Example], batch_size: int = 128, device="cpu", teacher=None
+    teacher_dir: Path, train: list[Example], batch_size: int = 128, device="cpu", teacher=None,
+    precision: str = "fp32",
 ) -> dict:
     """The teacher's logits (N, C) for the `train` examples, from the cache or by running the
     teacher once (`teacher` = (model, tokenizer) when already loaded), under a file lock so that
-    concurrent students compute one entry once. Returns {'logits', 'seconds', 'cache_hit',
-    'path'}; `seconds` is 0.0 on a cache hit."""
+    concurrent students compute one entry once; in `precision` (`logits_precision`: auto is the
+    teacher's own). Returns {'logits', 'seconds', 'cache_hit', 'path', 'precision'}; `seconds` is
+    0.0 on a cache hit."""
+    precision = logits_precision(teacher_dir, precision)
     ids = [e.id for e in train]
-    path = cache_path(cache_key(teacher_dir, ids))
+    path = cache_path(cache_key(teacher_dir, ids), precision)
     if path.is_file():
         return _read_cached(path, ids)
     with _locked(path):
@@ -119,14 +141,14 @@ def teacher_logits(
             torch.zeros(len(train), dtype=torch.long),
             tokenizer.pad_id,
         )
-        logits = predict_logits(model.to(device), split, batch_size, device)  # (N, C), split order
+        logits = predict_logits(model.to(device), split, batch_size, device, precision)  # (N, C), split order
         seconds = time.perf_counter() - t0
         atomic_save_safetensors(
             path,
             {"logits": logits},
-            metadata={"example_ids": json.dumps(ids), "teacher": str(teacher_dir)},
+            metadata={"example_ids": json.dumps(ids), "teacher": str(teacher_dir), "precision": precision},
         )
-    return {"logits": logits, "seconds": seconds, "cache_hit": False, "path": path}
+    return {"logits": logits, "seconds": seconds, "cache_hit": False, "path": path, "precision": precision}
 
 
 # --- a Hugging Face classifier folder as a teacher ------------------------------------------------

@@ -253,6 +253,7 @@ def distill(
         "teacher_logits_seconds": round(t["seconds"], 3),
         "cache_hit": t["cache_hit"],
         "teacher_logits_cache": str(t["path"]),
+        "teacher_logits_precision": t["precision"],
         "teacher_summary": _teacher_summary(teacher_dir),
         "transfer": d.transfer or None,
         "transfer_size": len(transfer),

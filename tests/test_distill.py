@@ -210,6 +210,10 @@ def test_students_share_one_teacher_pass(teacher_run, tmp_path, teacher_passes):
         first["teacher"] == str(teacher_run.resolve())
         and first["teacher_summary"]["method"] == "full"
     )
+    # --precision auto: the logits in the precision the teacher itself ran in
+    ran = RunDir(teacher_run).read_json("summary.json")["precision"]
+    assert first["teacher_logits_precision"] == ran and first["teacher_logits_cache"].endswith(
+        ".safetensors" if ran == "fp32" else "-bf16.safetensors")
     cfg = RunConfig.from_dict(RunDir(tmp_path / "odd").read_config())
     assert cfg.distill.student_layers == "1,3" and cfg.data.data.endswith("tiny.csv")
     model = assert_reloads(tmp_path / "odd", first)

@@ -63,6 +63,7 @@ from slimtext.rundir import RunDir  # noqa: E402
 from slimtext.train import head_cache  # noqa: E402
 from slimtext.train.loop import TrainConfig, fit, make_optimizer, make_scheduler, train_step  # noqa: E402
 from slimtext.train.losses import CrossEntropy  # noqa: E402
+from slimtext.train.malloc import retain_freed_memory  # noqa: E402
 from slimtext.train.precision import resolve  # noqa: E402
 
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -327,6 +328,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--head-examples", type=int, default=2000, help="head run size (0: all)")
     ap.add_argument("--head-epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: physical cores)")
+    ap.add_argument("--keep-freed-memory", type=int, default=1, choices=[0, 1],
+                    help="1: call train.malloc.retain_freed_memory() as fit does (default); 0: glibc's defaults")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     if args.hf_precision == "same":
@@ -335,6 +338,9 @@ def main(argv: list[str] | None = None) -> dict:
     if bad := set(methods) - {"full", "head", "lora"}:
         ap.error(f"unknown method(s) {sorted(bad)}; use full, head, lora")
     set_threads(args.threads)
+    # what `fit` does before training: big freed buffers stay in the process (train/malloc.py). It
+    # is process-wide, so the Trainer's steps in this process get it too (real Trainer runs would not)
+    kept = retain_freed_memory() if args.keep_freed_memory else False
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -376,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"bf16 {peaks['bf16']['peak_gflops']:.0f}")
     for c, v in lora_vs_full.items():
         print(f"{c}: a LoRA step takes {v:.2f}x the time of a full step (per real token)")
-    result = {"model": args.model, "args": vars(args), "machine": machine(), "matmul": peaks,
+    result = {"model": args.model, "args": vars(args), "machine": machine(), "kept_freed_memory": kept, "matmul": peaks,
               "precision_probe": probe, "rows": rows, "lora_step_vs_full_step": lora_vs_full}
     write_json(args.json, result)
     return result

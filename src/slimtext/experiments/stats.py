@@ -143,10 +143,18 @@ def paired_seed_test(scores_a: list[float], scores_b: list[float]) -> float | No
 
 def needed(target: float, seed_sd: float | None, se: float | None, n_examples: int) -> tuple[int | None, int | None]:
     """(seeds, test examples) to detect a difference of `target` at 5 % (two-sided), 80 % power:
-    seeds = ((z_.975 + z_.8) * sd_d / target)^2 from the per-seed differences' std; examples =
-    N * ((z_.975 + z_.8) * se / target)^2 from the bootstrap standard error on N examples."""
+    seeds = the least n >= 2 with target / (sd_d / sqrt(n)) >= t_.975(n-1) + t_.8(n-1), sd_d the
+    per-seed differences' std (the paired t-test's own distribution: with a few seeds its tails
+    are far wider than the normal's); examples = N * ((z_.975 + z_.8) * se / target)^2 from the
+    bootstrap standard error on N examples."""
+    seeds = None
+    if seed_sd:
+        from scipy import stats  # noqa: PLC0415  (scipy comes with scikit-learn)
+
+        seeds = 2
+        while target / (seed_sd / math.sqrt(seeds)) < stats.t.ppf(0.975, seeds - 1) + stats.t.ppf(0.8, seeds - 1):
+            seeds += 1
     z = Z_95 + Z_POWER_80
-    seeds = max(2, math.ceil((z * seed_sd / target) ** 2)) if seed_sd else None
     examples = math.ceil(n_examples * (z * se / target) ** 2) if se else None
     return seeds, examples
 

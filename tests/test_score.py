@@ -185,3 +185,18 @@ def test_blank_means_white_space_and_zero_width_characters_in_any_order():
         assert not is_blank(text), repr(text)
     stats, out = run_csv('id,text\n1,"\u00a0\u200b"\n2,I hate you\n')
     assert [r["error"] for r in csv.DictReader(io.StringIO(out))] == ["empty text", ""]
+
+
+def test_the_schema_pattern_refuses_exactly_what_is_blank():
+    """The API schema's text pattern (an ECMA-262 regex) must refuse every character the server
+    calls blank: a fuzzer sent "\\u001d" (white space to Python, not to ECMA's \\s) and got a 400."""
+    import re
+    import sys
+
+    from slimtext.inference.base import is_blank
+    from slimtext.serve.schemas import VISIBLE_TEXT
+
+    ecma_space = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+    visible = re.compile(VISIBLE_TEXT["pattern"].replace("\\s", ecma_space))
+    chars = (chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    assert [hex(ord(c)) for c in chars if bool(visible.search(c)) == is_blank(c)] == []

@@ -18,6 +18,8 @@ CALIBRATION_FILE = "calibration.json"  # written by slimtext.inference.calibrati
 
 
 INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"  # zero-width characters: they carry no text
+# white space to Python's str.isspace (so blank here) that the schema regex's \s (ECMA-262) misses
+SPACE_BEYOND_ECMA = "\x1c\x1d\x1e\x1f\x85"
 
 
 def is_blank(text: str | None) -> bool:

@@ -3,13 +3,13 @@ them into the schema at /openapi.json."""
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimtext.inference.base import INVISIBLE
+from slimtext.inference.base import INVISIBLE, SPACE_BEYOND_ECMA
 
 # A text must hold something besides white space and zero-width characters (documented in the
 # schema; the server checks it and answers 422). The app adds its own length and count limits
 # (maxLength, maxItems, the explanation methods) to /openapi.json. The constraints live in the
 # schema only: the server checks them itself, with messages that say what to do, see `slimtext.serve.app.document_limits`.
-VISIBLE_TEXT = {"minLength": 1, "pattern": f"[^\\s{INVISIBLE}]"}
+VISIBLE_TEXT = {"minLength": 1, "pattern": f"[^\\s{SPACE_BEYOND_ECMA}{INVISIBLE}]"}
 
 # ---- request / response bodies (they also document the API in /openapi.json) ------------------
 

@@ -226,8 +226,9 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
         raise UnknownNameError("metric", cfg.early_stop_metric, list(METRICS))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    retain_freed_memory()  # big per-step buffers (embedding gradients) reused, not page-faulted anew
     rank, world = ddp.rank(), ddp.world()
+    if world == 1:  # big per-step buffers (embedding gradients) reused, not page-faulted anew; not
+        retain_freed_memory()  # under DDP: one gloo rank aborted once with it, cause unknown
     if cfg.batch_size % world:
         raise SlimtextError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
     device = resolve_device(cfg.device)

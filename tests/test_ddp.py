@@ -10,6 +10,7 @@ where gradients are small: after one epoch at lr 0.02 the largest weight differe
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,22 @@ from slimtext.rundir import RunDir
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
+# gloo on the 2-core VM: in 2 of 3 full clean-clone suites on 2026-11-30 one rank aborted with a
+# C++ std::terminate ("terminate called without an active exception"; never when the test ran
+# alone, 15 times). Cause not found; that one failure is retried once, any other fails at once.
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def _train(launcher: list[str], args: list[str], out: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([*launcher, "-m", "slimtext", "train", *args, "--out", str(out)],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    for attempt in (1, 2):
+        r = subprocess.run([*launcher, "-m", "slimtext", "train", *args, "--out", str(out)],
+                           capture_output=True, text=True, env=env, timeout=600)
+        if r.returncode != 0 and attempt == 1 and launcher == TORCHRUN and GLOO_ABORT in r.stderr:
+            shutil.rmtree(out, ignore_errors=True)
+            continue
+        assert r.returncode == 0, r.stderr[-3000:]
+        return
 
 
 def _compare(one: Path, two: Path) -> None:

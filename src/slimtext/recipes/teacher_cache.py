@@ -37,10 +37,11 @@ from slimtext.data.batches import EncodedSplit
 from slimtext.data.registry import DataConfig, Example
 from slimtext.data.sources import cache_dir, sha256_file
 from slimtext.data.tokenize import WordPiece
-from slimtext.errors import SlimtextError, UnknownNameError
+from slimtext.errors import SlimtextError
 from slimtext.models import hub, param_report
 from slimtext.rundir import RunDir, atomic_copy, atomic_save_safetensors
 from slimtext.train.loop import predict_logits
+from slimtext.train.precision import check
 
 # --- the teacher-logit cache ----------------------------------------------------------------------
 
@@ -108,8 +109,7 @@ def _read_cached(path: Path, ids: list[str]) -> dict:
 def logits_precision(teacher_dir: Path, precision: str) -> str:
     """fp32 or bf16 as asked; `auto` is what the teacher ran in (its summary's `precision`, which
     `auto` chose on the machine that trained it), fp32 for a teacher that does not say."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UnknownNameError("precision", precision, ["auto", "fp32", "bf16"])
+    check(precision)
     if precision != "auto":
         return precision
     run = RunDir(teacher_dir)

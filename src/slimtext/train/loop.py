@@ -227,8 +227,11 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rank, world = ddp.rank(), ddp.world()
-    if world == 1:  # big per-step buffers (embedding gradients) reused, not page-faulted anew; not
-        retain_freed_memory()  # under DDP: one gloo rank aborted once with it, cause unknown
+    # big per-step buffers (embedding gradients) reused, not page-faulted anew; DDP ranks keep
+    # glibc's defaults until the gloo abort seen in test_ddp is understood (it also happened
+    # with this off, so this is caution, not its cure)
+    if world == 1:
+        retain_freed_memory()
     if cfg.batch_size % world:
         raise SlimtextError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
     device = resolve_device(cfg.device)

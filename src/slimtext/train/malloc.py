@@ -4,9 +4,10 @@ glibc's malloc serves an allocation above its mmap threshold (at most 32 MiB wit
 default) with a fresh `mmap` and returns it to the kernel on `free`. A training step allocates
 and frees tensors that large every step: the dense gradient of `minilm-l6`'s word embeddings is
 30,522 x 384 fp32 = 45 MiB (`mpnet-base`'s 90 MiB), and the kernel zero-fills every one of
-its pages again on first touch. Measured on the 2-core AMD EPYC VM (`bench/profile_step.py`,
-bf16, one thread): about 12,300 minor page faults per step and 7-10 % of the step spent in that
-zero fill; with the thresholds below, 38 faults per step. See docs/results.md (issue 20).
+its pages again on first touch. Measured on the 2-core AMD EPYC VM (`minilm-l6`, bf16): about
+12,300 minor page faults per step, 38 with the thresholds below; on a quiet machine that made a
+step about 2 % faster at one thread and nothing measurable at two. See docs/results.md (issue 20).
+`fit` calls it for single-process runs only.
 
 `retain_freed_memory()` raises the mmap threshold and the trim threshold, so such buffers come
 from the heap and are reused. The price is a resident size that stays at its peak (what

@@ -240,6 +240,18 @@ def test_a_student_does_not_take_a_slot_to_wait_on_its_siblings_teacher_logits()
     assert study._next_ready(pending, status, names, {}, runs)[1].name == "even-s0"
 
 
+def test_a_teacher_starts_before_ready_baselines_and_students():
+    # resuming a study where seeds 0 and 1 ended but the LoRA students: teacher-s2 is on the
+    # longest chain (odd, even, LoRA and DistilRNN wait for it), so it goes first
+    runs = study.plan_study(study.PRESETS["quick"], "davidson", (0, 1, 2), Path("/s"))
+    names = {r.name for r in runs}
+    status = {r.name: "finished" for r in runs if r.seed in (0, 1) and r.group != "lora-odd"}
+    pending = [(i, r) for i, r in enumerate(runs, 1) if r.name not in status]
+    assert pending[0][1].name == "lora-odd-s0"  # plan order alone would start it first
+    assert study._next_ready(pending, status, names, {}, runs)[1].name == "teacher-s2"
+    assert study._downstream(runs[0], runs) == 4 and study._downstream(runs[-1], runs) == 0
+
+
 def test_teacher_logits_in_the_teachers_own_precision_cached_apart(tmp_path, fake_cache_key):
     import json
 

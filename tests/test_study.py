@@ -121,17 +121,17 @@ def test_interrupted_study_resumes_and_restarts_what_it_must(tmp_path):
     )
     second = FakeRunner()
     md = run_study(seeds=(0, 1), out=out, runner=second, quiet=True)
-    assert second.names() == [
-        "odd-s0",
+    assert second.names() == [  # the teacher first: four runs wait for it
         "teacher-s1",
+        "odd-s0",
         "odd-s1",
         "even-s1",
         "lora-odd-s1",
         "distilrnn-s1",
     ]
-    resumed = second.calls[0]
+    resumed = second.calls[1]
     assert resumed[-4:] == ["distill", "--resume", str(out / "odd-s0"), "--quiet"]
-    assert "--resume" not in second.calls[1]  # no checkpoint: deleted and started from scratch
+    assert "--resume" not in second.calls[0]  # no checkpoint: deleted and started from scratch
     assert len(list(out.glob("*-s?/summary.json"))) == 14
     assert md.exists()
 

@@ -362,17 +362,32 @@ def _would_wait(run: PlannedRun, running, status: dict[str, str], runs: list[Pla
     return any(r.name in running for r in siblings) and not any(r.name in status for r in siblings)
 
 
+def _downstream(run: PlannedRun, runs: list[PlannedRun]) -> int:
+    """How many runs need this one, directly or through others (a teacher: its students)."""
+    below, todo = set(), [run.name]
+    while todo:
+        name = todo.pop()
+        for r in runs:
+            if name in r.needs and r.name not in below:
+                below.add(r.name)
+                todo.append(r.name)
+    return len(below)
+
+
 def _next_ready(pending, status, names, running, runs) -> tuple[int, PlannedRun] | None:
-    """The next run to start: the first in plan order whose runs it needs have ended, preferring
-    one that would not wait on a teacher-logit cache (`_would_wait`); None when none is ready."""
+    """The next run to start among those whose runs it needs have ended: one that would not wait
+    on a teacher-logit cache (`_would_wait`), then the one most runs wait for (a teacher before
+    the baselines, so its students can fill the other slots sooner), then plan order; None when
+    none is ready."""
     ready = [item for item in pending if not any(n in names and n not in status for n in item[1].needs)]
-    return min(ready, key=lambda item: _would_wait(item[1], running, status, runs), default=None)
+    return min(ready, key=lambda item: (_would_wait(item[1], running, status, runs), -_downstream(item[1], runs)),
+               default=None)
 
 
 def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool, jobs: int = 1) -> dict[str, str]:
-    """Start runs in plan order as slots free up (at most `jobs` at once), each only after every
-    run it needs has ended, and a student only after its teacher's logits are cached while other
-    work is ready (`_next_ready`); one line when a run starts and one when it ends."""
+    """Start runs as slots free up (at most `jobs` at once), each only after every run it needs
+    has ended: teachers first, and a student only after its teacher's logits are cached while
+    other work is ready (`_next_ready`); one line when a run starts and one when it ends."""
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     status: dict[str, str] = {}
     names = {r.name for r in runs}

@@ -123,3 +123,21 @@ def test_the_report_states_each_verdict_with_its_interval(tmp_path):
     assert "3 seeds × 300 test examples" in md
     assert "distilrnn beats lstm by " in md and "paired t-test across seeds p = " in md
     assert "detecting a 0.5-point difference would take about " in md
+
+
+def test_the_summary_lines_agree_with_the_paired_verdicts(tmp_path):
+    # odd and even equally noisy: the means differ by chance, and the summary's line about them
+    # must not call that "larger than the seed spread" when the paired verdict says otherwise
+    gold = _gold(300)
+    dirs = []
+    for s in range(3):
+        dirs.append(_run_with_predictions(tmp_path / f"odd-s{s}", gold, _noisy(gold, 0.10, s), s))
+        dirs.append(_run_with_predictions(tmp_path / f"even-s{s}", gold, _noisy(gold, 0.10, 20 + s), s))
+        dirs.append(_run_with_predictions(tmp_path / f"distilrnn-s{s}", gold, _noisy(gold, 0.05, 40 + s), s))
+        dirs.append(_run_with_predictions(tmp_path / f"lstm-s{s}", gold, _noisy(gold, 0.35, 60 + s), s))
+    md = write_report(dirs, tmp_path / "r")[0].read_text()
+    odd_even = next(line for line in md.splitlines() if line.startswith("- The odd-layer student"))
+    assert "but the paired comparison finds no difference detectable at this size (95% CI [" in odd_even
+    assert "seed spread" not in odd_even
+    rnn = next(line for line in md.splitlines() if line.startswith("- DistilRNN (the LSTM"))
+    assert "which the paired comparison confirms (95% CI [+" in rnn and "for distilrnn − lstm" in rnn

@@ -14,17 +14,32 @@ from slimtext.experiments.report_data import (
     swept_keys,
 )
 from slimtext.experiments.select import select_best
-from slimtext.experiments.stats import compare
+from slimtext.experiments.stats import Verdict, compare
 
 # the pairwise comparisons a study report weighs with confidence intervals: (A, B)
 PAIRS = (("odd", "even"), ("distilrnn", "lstm"), ("lora-odd", "odd"))
 
 
+def _paired(a: Group, b: Group) -> Verdict | None:
+    """The paired verdict of a and b on test macro-F1, when some seed has both runs' predictions."""
+    labels = a.runs[0].get("labels") or b.runs[0].get("labels")
+    v = compare(a.name, [r.path for r in a.runs], b.name, [r.path for r in b.runs], len(labels) if labels else None)
+    return v if v.diff is not None else None
+
+
 def _versus(a: Group, b: Group, key: str = "test.macro_f1") -> tuple[float, str]:
     """Mean difference a - b (of the means as printed, 3 decimals, so the sentence adds up) and a
-    clause weighing the exact |difference| against the seed spread, sqrt(std_a² + std_b²)."""
+    clause weighing it: on test macro-F1 with test predictions on both sides, by the paired
+    verdict (`experiments.stats.compare`, as in the verdict lines); otherwise the exact
+    |difference| against the seed spread, sqrt(std_a² + std_b²)."""
     sa, sb = a.stat(key), b.stat(key)
     diff = round(round(sa.mean, 3) - round(sb.mean, 3), 3)
+    v = _paired(a, b) if key == "test.macro_f1" else None
+    if v is not None:
+        ci = f"95% CI [{v.lo:+.3f}, {v.hi:+.3f}] for {a.name} − {b.name}"
+        if v.detected:
+            return diff, f"which the paired comparison confirms ({ci})"
+        return diff, f"but the paired comparison finds no difference detectable at this size ({ci})"
     if sa.std is None or sb.std is None:
         single = [g.name for g, s in ((a, sa), (b, sb)) if s.std is None]
         return diff, (
@@ -85,14 +100,7 @@ def verdicts(groups: list[Group]) -> list[str]:
             pairs += [(g.name, b) for b in ("lstm", "distilrnn") if b in by_name]
     if "teacher" in by_name:
         pairs += [(g.name, "teacher") for g in groups if g.name not in ("teacher", "tfidf")]
-    out = []
-    for a, b in pairs:
-        labels = by_name[a].runs[0].get("labels") or by_name[b].runs[0].get("labels")
-        v = compare(a, [r.path for r in by_name[a].runs], b, [r.path for r in by_name[b].runs],
-                    len(labels) if labels else None)
-        if v.diff is not None:
-            out.append(v.sentence())
-    return out
+    return [v.sentence() for a, b in pairs if (v := _paired(by_name[a], by_name[b])) is not None]
 
 
 def _ranking(groups: list[Group], key: str, label: str, lower_is_better: bool = False) -> list[str]:

@@ -107,16 +107,16 @@ def test_compare_pairs_by_seed_joins_by_id_and_skips_runs_without_predictions(tm
     assert none.diff is None and "no paired comparison" in none.sentence()
 
 
-def test_the_report_states_each_verdict_with_its_interval(tmp_path):
+def _study_report(tmp_path, groups: dict[str, float]) -> str:
+    """report.md of 3 seeds per group, each group's predictions `gold` with that share flipped."""
     gold = _gold(300)
-    dirs = []
-    for s in range(3):
-        dirs.append(_run_with_predictions(tmp_path / f"odd-s{s}", gold, _noisy(gold, 0.10, s), s))
-        dirs.append(_run_with_predictions(tmp_path / f"even-s{s}", gold, _noisy(gold, 0.10, 20 + s), s))
-        dirs.append(_run_with_predictions(tmp_path / f"distilrnn-s{s}", gold, _noisy(gold, 0.05, 40 + s), s))
-        dirs.append(_run_with_predictions(tmp_path / f"lstm-s{s}", gold, _noisy(gold, 0.35, 60 + s), s))
-        dirs.append(_run_with_predictions(tmp_path / f"distilrnn-aug5-s{s}", gold, _noisy(gold, 0.02, 80 + s), s))
-    md = write_report(dirs, tmp_path / "r")[0].read_text()
+    dirs = [_run_with_predictions(tmp_path / f"{name}-s{s}", gold, _noisy(gold, noise, 20 * k + s), s)
+            for s in range(3) for k, (name, noise) in enumerate(groups.items())]
+    return write_report(dirs, tmp_path / "r")[0].read_text()
+
+
+def test_the_report_states_each_verdict_with_its_interval(tmp_path):
+    md = _study_report(tmp_path, {"odd": 0.10, "even": 0.10, "distilrnn": 0.05, "lstm": 0.35, "distilrnn-aug5": 0.02})
     assert "distilrnn-aug5 beats lstm by " in md  # a transfer-set variant meets both baselines
     assert "distilrnn-aug5 beats distilrnn by " in md or "distilrnn-aug5 vs distilrnn: " in md
     assert "odd vs even: no difference detectable at this size (difference " in md
@@ -128,14 +128,7 @@ def test_the_report_states_each_verdict_with_its_interval(tmp_path):
 def test_the_summary_lines_agree_with_the_paired_verdicts(tmp_path):
     # odd and even equally noisy: the means differ by chance, and the summary's line about them
     # must not call that "larger than the seed spread" when the paired verdict says otherwise
-    gold = _gold(300)
-    dirs = []
-    for s in range(3):
-        dirs.append(_run_with_predictions(tmp_path / f"odd-s{s}", gold, _noisy(gold, 0.10, s), s))
-        dirs.append(_run_with_predictions(tmp_path / f"even-s{s}", gold, _noisy(gold, 0.10, 20 + s), s))
-        dirs.append(_run_with_predictions(tmp_path / f"distilrnn-s{s}", gold, _noisy(gold, 0.05, 40 + s), s))
-        dirs.append(_run_with_predictions(tmp_path / f"lstm-s{s}", gold, _noisy(gold, 0.35, 60 + s), s))
-    md = write_report(dirs, tmp_path / "r")[0].read_text()
+    md = _study_report(tmp_path, {"odd": 0.10, "even": 0.10, "distilrnn": 0.05, "lstm": 0.35})
     odd_even = next(line for line in md.splitlines() if line.startswith("- The odd-layer student"))
     assert "but the paired comparison finds no difference detectable at this size (95% CI [" in odd_even
     assert "seed spread" not in odd_even

@@ -20,21 +20,34 @@ from slimtext.experiments.stats import Verdict, compare
 PAIRS = (("odd", "even"), ("distilrnn", "lstm"), ("lora-odd", "odd"))
 
 
-def _paired(a: Group, b: Group) -> Verdict | None:
-    """The paired verdict of a and b on test macro-F1, when some seed has both runs' predictions."""
-    labels = a.runs[0].get("labels") or b.runs[0].get("labels")
-    v = compare(a.name, [r.path for r in a.runs], b.name, [r.path for r in b.runs], len(labels) if labels else None)
-    return v if v.diff is not None else None
+class Paired:
+    """The paired verdicts of one report's groups on test macro-F1 (None where no seed has both
+    runs' predictions), each pair compared once: the summary lines and the verdict lines quote
+    the same comparison, and B vs A is A vs B turned."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, str], Verdict | None] = {}
+
+    def __call__(self, a: Group, b: Group) -> Verdict | None:
+        if (b.name, a.name) in self._done:
+            v = self._done[(b.name, a.name)]
+            return v.turned() if v else None
+        if (a.name, b.name) not in self._done:
+            labels = a.runs[0].get("labels") or b.runs[0].get("labels")
+            v = compare(a.name, [r.path for r in a.runs], b.name, [r.path for r in b.runs],
+                        len(labels) if labels else None)
+            self._done[(a.name, b.name)] = v if v.diff is not None else None
+        return self._done[(a.name, b.name)]
 
 
-def _versus(a: Group, b: Group, key: str = "test.macro_f1") -> tuple[float, str]:
+def _versus(a: Group, b: Group, key: str = "test.macro_f1", paired: Paired | None = None) -> tuple[float, str]:
     """Mean difference a - b (of the means as printed, 3 decimals, so the sentence adds up) and a
     clause weighing it: on test macro-F1 with test predictions on both sides, by the paired
     verdict (`experiments.stats.compare`, as in the verdict lines); otherwise the exact
     |difference| against the seed spread, sqrt(std_a² + std_b²)."""
     sa, sb = a.stat(key), b.stat(key)
     diff = round(round(sa.mean, 3) - round(sb.mean, 3), 3)
-    v = _paired(a, b) if key == "test.macro_f1" else None
+    v = (paired or Paired())(a, b) if key == "test.macro_f1" else None
     if v is not None:
         ci = f"95% CI [{v.lo:+.3f}, {v.hi:+.3f}] for {a.name} − {b.name}"
         if v.detected:
@@ -67,11 +80,12 @@ def discussion(
     if sweep_runs:
         out = _ranking(groups, f"dev.{metric}", f"dev {metric}", lower_is_better=metric == "loss")
         return out + _sweep_sentences(sweep_runs, metric)
-    out = _ranking(groups, "test.macro_f1", "test macro-F1")
+    paired = Paired()
+    out = _ranking(groups, "test.macro_f1", "test macro-F1", paired=paired)
     if "odd" in by_name and "even" in by_name:
         out.append(
             _pair_sentence(
-                by_name["odd"], by_name["even"], "The odd-layer student", "the even-layer student"
+                by_name["odd"], by_name["even"], "The odd-layer student", "the even-layer student", paired
             )
         )
     if "distilrnn" in by_name and "lstm" in by_name:
@@ -81,14 +95,15 @@ def discussion(
                 by_name["lstm"],
                 "DistilRNN (the LSTM distilled from the teacher)",
                 "the LSTM trained on labels alone",
+                paired,
             )
         )
     if "teacher" in by_name:
         out += _versus_teacher(by_name["teacher"], [g for g in groups if g.name != "teacher"])
-    return out + verdicts(groups)
+    return out + verdicts(groups, paired)
 
 
-def verdicts(groups: list[Group]) -> list[str]:
+def verdicts(groups: list[Group], paired: Paired | None = None) -> list[str]:
     """Paired verdicts with 95 % intervals (`experiments.stats.compare`) for odd vs even, DistilRNN
     vs LSTM, LoRA vs full (lora-odd vs odd) and every student vs the teacher; pairs where no seed has
     test predictions from both sides (older runs, TF-IDF) are left out."""
@@ -100,10 +115,12 @@ def verdicts(groups: list[Group]) -> list[str]:
             pairs += [(g.name, b) for b in ("lstm", "distilrnn") if b in by_name]
     if "teacher" in by_name:
         pairs += [(g.name, "teacher") for g in groups if g.name not in ("teacher", "tfidf")]
-    return [v.sentence() for a, b in pairs if (v := _paired(by_name[a], by_name[b])) is not None]
+    paired = paired or Paired()
+    return [v.sentence() for a, b in pairs if (v := paired(by_name[a], by_name[b])) is not None]
 
 
-def _ranking(groups: list[Group], key: str, label: str, lower_is_better: bool = False) -> list[str]:
+def _ranking(groups: list[Group], key: str, label: str, lower_is_better: bool = False,
+             paired: Paired | None = None) -> list[str]:
     """The best group by mean `key`, and its margin over the runner-up against the seed spread."""
     sign = 1 if lower_is_better else -1
     ranked = sorted(
@@ -115,7 +132,7 @@ def _ranking(groups: list[Group], key: str, label: str, lower_is_better: bool = 
     if len(ranked) == 1:
         return [f"Only one method is present: {best.name}, {label} {fmt(best.stat(key))}."]
     nxt = ranked[1]
-    diff, clause = _versus(best, nxt, key)
+    diff, clause = _versus(best, nxt, key, paired)
     if diff == 0:
         return [f"{best.name} and {nxt.name} tie on mean {label} ({fmt(best.stat(key))})."]
     return [
@@ -124,11 +141,11 @@ def _ranking(groups: list[Group], key: str, label: str, lower_is_better: bool = 
     ]
 
 
-def _pair_sentence(a: Group, b: Group, a_text: str, b_text: str) -> str:
+def _pair_sentence(a: Group, b: Group, a_text: str, b_text: str, paired: Paired) -> str:
     sa, sb = a.stat("test.macro_f1"), b.stat("test.macro_f1")
     if sa.mean is None or sb.mean is None:
         return f"{a_text} and {b_text} cannot be compared: one of them has no test macro-F1."
-    diff, clause = _versus(a, b)
+    diff, clause = _versus(a, b, paired=paired)
     if diff == 0:
         return f"{a_text} and {b_text} have the same mean test macro-F1 ({fmt(sa)})."
     word = "higher" if diff > 0 else "lower"

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,11 @@ class Verdict:
     seeds_needed: int | None  # to detect `target` with the per-seed spread seen here
     examples_needed: int | None  # to detect `target` with the bootstrap error seen here
     target: float = 0.005
+
+    def turned(self) -> Verdict:
+        """B vs A: what `compare` gives with the sides swapped (the same bootstrap draws, negated)."""
+        return replace(self, a=self.b, b=self.a, diff=-self.diff if self.diff is not None else None,
+                       lo=-self.hi if self.hi is not None else None, hi=-self.lo if self.lo is not None else None)
 
     @property
     def detected(self) -> bool:

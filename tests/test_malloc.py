@@ -34,8 +34,11 @@ print(sorted(faults[8:])[4])  # the median of the last 9 steps
 """
 
 
-def faults_per_step(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, check=True)
+PAGES = 30522 * 384 * 4 / 4096  # the 45 MiB buffer's 4 KiB pages
+
+
+def faults_per_step(mode: str, script: str = SCRIPT) -> float:
+    out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
 
 
@@ -45,10 +48,9 @@ def test_a_training_step_reuses_its_embedding_gradient_instead_of_faulting_it_in
     # 45 MiB chunk, so the next step's gradient takes fresh pages again (up to ~8 times here).
     # A mean over steps 3-7 once caught one such step on CI. Compared as a difference, since
     # other faults per step depend on the CPU's kernels.
-    pages = 30522 * 384 * 4 / 4096
     off, on = faults_per_step("off"), faults_per_step("on")
-    assert off > 0.5 * pages, (off, on)  # glibc mmaps it afresh and the kernel zero-fills it
-    assert off - on > 0.8 * pages, (off, on)
+    assert off > 0.5 * PAGES, (off, on)  # glibc mmaps it afresh and the kernel zero-fills it
+    assert off - on > 0.8 * PAGES, (off, on)
 
 
 REUSE = """
@@ -67,11 +69,8 @@ print(sorted(faults[20:])[5])  # the median of the last 10, after the heap's war
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
 def test_a_freed_45_mib_buffer_is_reused_only_with_the_thresholds_raised():
-    pages = 30522 * 384 * 4 / 4096
-    run = lambda mode: float(subprocess.run([sys.executable, "-c", REUSE, mode], capture_output=True, text=True,
-                                            check=True).stdout.split()[-1])
-    assert run("off") > 0.9 * pages
-    assert run("on") < 0.05 * pages
+    assert faults_per_step("off", REUSE) > 0.9 * PAGES
+    assert faults_per_step("on", REUSE) < 0.05 * PAGES
 
 
 def test_it_can_be_turned_off(monkeypatch):

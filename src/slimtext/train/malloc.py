@@ -13,8 +13,8 @@ step about 2 % faster at one thread and nothing measurable at two. See docs/resu
 from the heap and are reused. The price is a resident size that stays at its peak (what
 training reaches anyway), plus a warm-up: in the first steps a small allocation can split a
 freed big chunk, so the next step takes fresh pages again until the heap holds enough pieces
-(up to ~8 extra copies of a 45 MiB buffer in tests/test_malloc.py, then none). Linux with glibc only; elsewhere, or with
-`SLIMTEXT_KEEP_FREED_MEMORY=0`, it does nothing.
+(up to ~8 extra copies of a 45 MiB buffer in tests/test_malloc.py, then none). Linux with
+glibc only; elsewhere, or with `SLIMTEXT_KEEP_FREED_MEMORY=0`, it does nothing.
 """
 
 from __future__ import annotations

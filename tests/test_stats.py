@@ -102,6 +102,9 @@ def test_compare_pairs_by_seed_joins_by_id_and_skips_runs_without_predictions(tm
     assert np.isclose(v0.diff, vc.diff) and np.isclose(v0.lo, vc.lo)
     assert "one seed: the training noise is not measured" in v0.sentence()
     turned = compare("b", b, "a", a, 2, n_boot=300)
+    flipped = v.turned()  # what reports use instead of comparing the pair again
+    assert (flipped.a, flipped.b, flipped.p_seeds) == ("b", "a", turned.p_seeds)
+    assert np.allclose([flipped.diff, flipped.lo, flipped.hi], [turned.diff, turned.lo, turned.hi])
     assert turned.sentence().startswith(f"a beats b by {v.diff:.3f} macro-F1 (95% CI [+{-turned.hi:.3f}, +")
     none = compare("a", a[2:], "b", b[2:], 2)
     assert none.diff is None and "no paired comparison" in none.sentence()

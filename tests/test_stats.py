@@ -108,6 +108,10 @@ def test_compare_pairs_by_seed_joins_by_id_and_skips_runs_without_predictions(tm
     assert turned.sentence().startswith(f"a beats b by {v.diff:.3f} macro-F1 (95% CI [+{-turned.hi:.3f}, +")
     none = compare("a", a[2:], "b", b[2:], 2)
     assert none.diff is None and "no paired comparison" in none.sentence()
+    # runs tested on different datasets share no example: no comparison, not a division by zero
+    other = _run_with_predictions(tmp_path / "d-s0", gold, _noisy(gold, 0.3, 5), 0, ids=[f"x{i}" for i in range(300)])
+    apart = compare("a", a[:1], "d", [other], 2)
+    assert apart.diff is None and apart.examples == 0 and "(no test example in common)" in apart.sentence()
 
 
 def _study_report(tmp_path, groups: dict[str, float]) -> str:

@@ -88,8 +88,8 @@ class Verdict:
     def sentence(self) -> str:
         """'A beats B by x (95 % CI [lo, hi]) ...' or 'no difference detectable at this size'."""
         if self.diff is None:
-            return (f"{self.a} vs {self.b}: no paired comparison (no seed has test predictions "
-                    "from both).")
+            why = ("no test example in common" if self.seeds else "no seed has test predictions from both")
+            return f"{self.a} vs {self.b}: no paired comparison ({why})."
         size = f"{self.seeds} seed{'s' if self.seeds != 1 else ''} × {self.examples:,} test examples"
         p = (f", paired t-test across seeds p = {self.p_seeds:.3f}" if self.p_seeds is not None
              else ", one seed: the training noise is not measured")
@@ -167,7 +167,8 @@ def needed(target: float, seed_sd: float | None, se: float | None, n_examples: i
 def compare(name_a: str, runs_a: list[Path], name_b: str, runs_b: list[Path], n_labels: int | None = None,
             target: float = 0.005, n_boot: int = 2000) -> Verdict:
     """Pair the runs of A and B by seed (`summary.json` seed; the run order when a seed is missing),
-    keep seeds where both have test predictions, and compare them on their shared test examples."""
+    keep seeds where both have test predictions, and compare them on their shared test examples
+    (none shared, as for runs tested on different datasets: no comparison, `diff` None)."""
     pa, pb = _by_seed(runs_a), _by_seed(runs_b)
     seeds = [s for s in pa if s in pb]
     if not seeds:
@@ -176,6 +177,8 @@ def compare(name_a: str, runs_a: list[Path], name_b: str, runs_b: list[Path], n_
     for s in seeds:
         shared &= set(pa[s]["ids"]) & set(pb[s]["ids"])
     ids = [i for i in pa[seeds[0]]["ids"] if i in shared]
+    if not ids:  # tested on different datasets (a Davidson run against an OLID one): nothing to pair
+        return Verdict(name_a, name_b, None, None, None, len(seeds), 0, None, None, None, target)
     gold = np.asarray(_column(pa[seeds[0]], "gold", ids))
     a = np.stack([_column(pa[s], "pred", ids) for s in seeds])  # (S, N)
     b = np.stack([_column(pb[s], "pred", ids) for s in seeds])  # (S, N)

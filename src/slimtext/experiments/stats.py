@@ -171,13 +171,9 @@ def compare(name_a: str, runs_a: list[Path], name_b: str, runs_b: list[Path], n_
     (none shared, as for runs tested on different datasets: no comparison, `diff` None)."""
     pa, pb = _by_seed(runs_a), _by_seed(runs_b)
     seeds = [s for s in pa if s in pb]
-    if not seeds:
-        return Verdict(name_a, name_b, None, None, None, 0, 0, None, None, None, target)
-    shared = set(pa[seeds[0]]["ids"])
-    for s in seeds:
-        shared &= set(pa[s]["ids"]) & set(pb[s]["ids"])
-    ids = [i for i in pa[seeds[0]]["ids"] if i in shared]
-    if not ids:  # tested on different datasets (a Davidson run against an OLID one): nothing to pair
+    shared = set.intersection(*(set(pa[s]["ids"]) & set(pb[s]["ids"]) for s in seeds)) if seeds else set()
+    ids = [i for i in pa[seeds[0]]["ids"] if i in shared] if seeds else []
+    if not ids:  # no seed with both, or tested on different datasets (Davidson against OLID)
         return Verdict(name_a, name_b, None, None, None, len(seeds), 0, None, None, None, target)
     gold = np.asarray(_column(pa[seeds[0]], "gold", ids))
     a = np.stack([_column(pa[s], "pred", ids) for s in seeds])  # (S, N)

@@ -171,6 +171,34 @@ def test_head_run_uses_the_cache_reloads_and_resumes_exactly(tmp_path, tiny_csv)
         assert torch.equal(full[k], resumed[k]), k
 
 
+def test_bf16_head_run_scores_dev_and_test_from_fp32_features_kept_for_the_next_seed(
+        tmp_path, tiny_csv, monkeypatch):
+    from slimtext.checkpoint import load_model
+    from slimtext.data.registry import load_dataset
+    from slimtext.recipes.finetune import encode_splits
+    from slimtext.train.loop import evaluate
+
+    monkeypatch.setenv("SLIMTEXT_CACHE", str(tmp_path / "cache"))
+    folder = tiny_bert_folder(tmp_path / "bert")
+    summary = train(tiny_run_config(folder, tiny_csv, "head", epochs=1, precision="bf16"), tmp_path / "run",
+                    quiet=True)
+    assert summary["precision"] == "bf16"
+    model, tok, rcfg, labels = load_model(tmp_path / "run")
+    for name, split in encode_splits(load_dataset(rcfg.data), tok).items():
+        if name != "train":  # the reloaded fp32 model gives the summary's numbers
+            metrics, _ = evaluate(model, split, len(labels))
+            assert metrics["loss"] == pytest.approx(summary["splits"][name]["loss"], abs=1e-5)
+            assert metrics["accuracy"] == summary["splits"][name]["accuracy"]
+    tables = sorted((tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert len(tables) == 4  # train and dev in bf16 (training), dev and test in fp32 (scoring)
+    # the next seed encodes nothing: every table comes from the disk cache
+    monkeypatch.setattr(head_cache, "pooled_features", lambda *a, **k: pytest.fail("encoder ran"))
+    again = train(tiny_run_config(folder, tiny_csv, "head", epochs=1, precision="bf16", seed=1),
+                  tmp_path / "run-s1", quiet=True)
+    assert again["test"]["accuracy"] is not None
+    assert sorted((tmp_path / "cache" / "features").glob("*.safetensors")) == tables
+
+
 @pytest.mark.parametrize("family", ["bert", "mpnet"])
 def test_first_token_only_last_layer_gives_the_same_cls_vector(family):
     torch.manual_seed(0)

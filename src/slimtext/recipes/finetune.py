@@ -226,8 +226,8 @@ def _train(cfg: RunConfig, run: RunDir, p: Prepared, resume: bool, quiet: bool, 
     model, splits, cache_seconds = p.model, p.splits, 0.0
     if method == "head" and head_cache.supports(p.model):  # frozen encoder: run it once, not per epoch
         t0 = time.perf_counter()
-        # resolved once here (auto: the machine's probe); fp32 features are the served model's
-        # numbers, so then dev/test are scored from the cache too
+        # resolved once here (auto: the machine's probe); the final dev/test scores always come
+        # from fp32 features, the served model's numbers (cached here, or by _scoring_features)
         precision = resolve(cfg.train.precision, p.model, resolve_device(cfg.train.device))[0]
         to_cache = p.splits if precision == "fp32" else {k: p.splits[k] for k in ("train", "dev")}
         model, splits = head_cache.cache(p.model, to_cache, replace(cfg.train, precision=precision),
@@ -242,8 +242,20 @@ def _train(cfg: RunConfig, run: RunDir, p: Prepared, resume: bool, quiet: bool, 
         result["feature_cache_seconds"] = round(cache_seconds, 3)
     if not ddp.is_main():
         return result
-    cached = (model, splits) if model is not p.model and set(splits) == set(p.splits) else None
-    return finish(cfg, run, p, result, report, extra_summary, cached)
+    return finish(cfg, run, p, result, report, extra_summary, _scoring_features(cfg, p, model, splits, quiet))
+
+
+def _scoring_features(cfg: RunConfig, p: Prepared, model, splits: dict, quiet: bool) -> tuple | None:
+    """A head-only run's (HeadOnly, cached dev/test splits) in fp32, the served model's numbers;
+    None for runs that train the encoder. fp32 runs cached dev/test with train; bf16 runs cache
+    fp32 features of dev/test now (on disk too, so the next seed or lr reads them)."""
+    if model is p.model:
+        return None
+    scored = {k: v for k, v in p.splits.items() if k != "train"}
+    if set(scored) <= set(splits):
+        return model, {k: splits[k] for k in scored}
+    return head_cache.cache(p.model, scored, replace(cfg.train, precision="fp32"),
+                            quiet=quiet or not ddp.is_main())
 
 
 TIMED = 64  # examples the full model runs for a head-only run's batched ms/example

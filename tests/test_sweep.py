@@ -193,6 +193,25 @@ def test_where_runs_only_the_matching_grid_points_and_the_rest_later(tmp_path):
         run_sweep(_sweep_file(tmp_path), out=tmp_path / "sw", runner=FakeTrain(), where=["train.lr=0.1"])
 
 
+def test_where_keeps_the_folders_plan_files_and_report_whole(tmp_path):
+    spec = _sweep_file(tmp_path, seeds=[0, 1], best_per=["train.optimizer"])
+    first = FakeTrain()
+    run_sweep(spec, out=tmp_path / "sw", runner=first, quiet=True, where=["train.optimizer=adam"])
+    assert sorted(Path(a[a.index("--out") + 1]).name for a in first.calls) == [
+        "optimizer-adam_batch_size-16", "optimizer-adam_batch_size-16-s1", "optimizer-adam_batch_size-32"]
+    later = FakeTrain()  # the other model's rows later, into the same folder
+    md = run_sweep(spec, out=tmp_path / "sw", runner=later, quiet=True, where=["train.optimizer=sgd"])
+    assert sorted(Path(a[a.index("--out") + 1]).name for a in later.calls) == [
+        "optimizer-sgd_batch_size-16", "optimizer-sgd_batch_size-32", "optimizer-sgd_batch_size-32-s1"]
+    plan = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert len(plan["runs"]) == 4  # every grid point, not only the last --where's
+    seeds = json.loads((tmp_path / "sw" / "seeds.json").read_text())
+    assert sorted(r["name"] for r in seeds["runs"]) == ["optimizer-adam_batch_size-16-s1",
+                                                        "optimizer-sgd_batch_size-32-s1"]
+    text = md.read_text()
+    assert "optimizer-adam_batch_size-16" in text and "optimizer-sgd_batch_size-32" in text
+
+
 def test_bad_sweep_files_say_what_to_fix(tmp_path):
     with pytest.raises(SlimtextError, match="needs its section"):
         load_sweep(_sweep_file(tmp_path, grid={"lr": [0.1]}))

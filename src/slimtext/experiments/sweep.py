@@ -153,8 +153,9 @@ def run_sweep(
     """Run (or continue) the sweep of `config_path`; returns the path of its report.md.
     search / trials / metric override the file's. out: default runs/sweep-<name>.
     jobs: points at once (default: the cores over the base config's train.threads; 1 when that
-    is 0, torch's default of every core). where: `KEY=VALUE` filters (grid search only): run and
-    report only the points whose grid values match, e.g. the cheap model's rows first."""
+    is 0, torch's default of every core). where: `KEY=VALUE` filters (grid search only): run only
+    the points (and seed reruns) whose grid values match, e.g. the cheap model's rows first; the
+    plan files (sweep.json, seeds.json) and the report still cover every point of the folder."""
     spec = load_sweep(config_path)
     if jobs is None:
         jobs = default_jobs(int((spec["base"].get("train") or {}).get("threads") or 0))
@@ -190,8 +191,9 @@ def run_sweep(
                 f"grid search needs value lists; {ranges} are ranges (use --search optuna)"
             )
         points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-        points = select_points(points, grid, where or [])
-        runs = [_point(sweep_dir, v) for v in points]
+        every = [_point(sweep_dir, v) for v in points]
+        selected = {point_name(v) for v in select_points(points, grid, where or [])}
+        runs = [r for r in every if r.name in selected]
         header = {
             "kind": "sweep",
             "name": spec["name"],
@@ -199,9 +201,9 @@ def run_sweep(
             "grid": grid,
             "metric": metric,
         }
-        write_plan(sweep_dir / "sweep.json", header, runs, ("grid",))
+        write_plan(sweep_dir / "sweep.json", header, every, ("grid",))
         status = execute(runs, sweep_dir, runner, quiet, jobs)
-        names = [r.name for r in runs]
+        names = [r.name for r in every]
     else:
         if where:
             raise SlimtextError("--where filters grid points; an optuna search draws its own")
@@ -217,15 +219,17 @@ def run_sweep(
         names, status = _optuna(
             spec, sweep_dir, trials or spec["trials"] or 10, metric, runner, quiet, jobs
         )
+        selected = set(names)
 
     if spec["seeds"]:
         reruns, values = seed_reruns(spec, sweep_dir, names, metric)
         if reruns:
-            if not quiet:
-                print(f"best on {metric}: {values}; rerunning with seeds "
-                      f"{[r.seed for r in reruns]}", file=sys.stderr)
             write_plan(sweep_dir / "seeds.json", {**header, "best": values}, reruns, ("grid",))
-            status.update(execute(reruns, sweep_dir, runner, quiet, jobs))
+            mine = [r for r in reruns if r.group in selected]  # --where: the selected points' groups
+            if not quiet and mine:
+                print(f"best on {metric}: {values}; rerunning {', '.join(sorted({r.group for r in mine}))} "
+                      f"with seeds {[r.seed for r in mine]}", file=sys.stderr)
+            status.update(execute(mine, sweep_dir, runner, quiet, jobs))
             names = [*names, *(r.name for r in reruns)]
 
     dirs = [sweep_dir / n for n in dict.fromkeys(names) if (sweep_dir / n).is_dir()]

@@ -132,6 +132,21 @@ def test_cached_head_training_matches_the_uncached_loop_without_dropout(tmp_path
     assert sorted(saved) == ["classifier.bias", "classifier.weight"]
 
 
+def assert_reloaded_model_gives_the_summarys_scores(run: Path, summary: dict) -> None:
+    """The run's full model, reloaded, scores every non-train split as its summary.json says."""
+    from slimtext.checkpoint import load_model
+    from slimtext.data.registry import load_dataset
+    from slimtext.recipes.finetune import encode_splits
+    from slimtext.train.loop import evaluate
+
+    model, tok, rcfg, labels = load_model(run)
+    for name, split in encode_splits(load_dataset(rcfg.data), tok).items():
+        if name != "train":
+            metrics, _ = evaluate(model, split, len(labels))
+            assert metrics["loss"] == pytest.approx(summary["splits"][name]["loss"], abs=1e-5)
+            assert metrics["accuracy"] == summary["splits"][name]["accuracy"]
+
+
 def test_head_run_uses_the_cache_reloads_and_resumes_exactly(tmp_path, tiny_csv):
     from slimtext.inference.predictor import load_predictor
 
@@ -140,17 +155,7 @@ def test_head_run_uses_the_cache_reloads_and_resumes_exactly(tmp_path, tiny_csv)
     summary = train(cfg, tmp_path / "run", quiet=True)
     assert summary["feature_cache_seconds"] > 0 and summary["epochs_run"] == 2
     # dev/test were scored from the cached features: the full reloaded model gives the same numbers
-    from slimtext.checkpoint import load_model
-    from slimtext.data.registry import load_dataset
-    from slimtext.recipes.finetune import encode_splits
-    from slimtext.train.loop import evaluate
-
-    model, tok, rcfg, labels = load_model(tmp_path / "run")
-    for name, split in encode_splits(load_dataset(rcfg.data), tok).items():
-        if name != "train":
-            metrics, _ = evaluate(model, split, len(labels))
-            assert metrics["loss"] == pytest.approx(summary["splits"][name]["loss"], abs=1e-5)
-            assert metrics["accuracy"] == summary["splits"][name]["accuracy"]
+    assert_reloaded_model_gives_the_summarys_scores(tmp_path / "run", summary)
     assert summary["inference_ms_per_example"] > 0 and summary["machine"]["cpu"]
     predictor = load_predictor(tmp_path / "run")
     assert predictor.predict_proba(["a good movie", "bad"]).shape == (2, 2)
@@ -173,22 +178,12 @@ def test_head_run_uses_the_cache_reloads_and_resumes_exactly(tmp_path, tiny_csv)
 
 def test_bf16_head_run_scores_dev_and_test_from_fp32_features_kept_for_the_next_seed(
         tmp_path, tiny_csv, monkeypatch):
-    from slimtext.checkpoint import load_model
-    from slimtext.data.registry import load_dataset
-    from slimtext.recipes.finetune import encode_splits
-    from slimtext.train.loop import evaluate
-
     monkeypatch.setenv("SLIMTEXT_CACHE", str(tmp_path / "cache"))
     folder = tiny_bert_folder(tmp_path / "bert")
     summary = train(tiny_run_config(folder, tiny_csv, "head", epochs=1, precision="bf16"), tmp_path / "run",
                     quiet=True)
     assert summary["precision"] == "bf16"
-    model, tok, rcfg, labels = load_model(tmp_path / "run")
-    for name, split in encode_splits(load_dataset(rcfg.data), tok).items():
-        if name != "train":  # the reloaded fp32 model gives the summary's numbers
-            metrics, _ = evaluate(model, split, len(labels))
-            assert metrics["loss"] == pytest.approx(summary["splits"][name]["loss"], abs=1e-5)
-            assert metrics["accuracy"] == summary["splits"][name]["accuracy"]
+    assert_reloaded_model_gives_the_summarys_scores(tmp_path / "run", summary)  # in fp32
     tables = sorted((tmp_path / "cache" / "features").glob("*.safetensors"))
     assert len(tables) == 4  # train and dev in bf16 (training), dev and test in fp32 (scoring)
     # the next seed encodes nothing: every table comes from the disk cache

@@ -248,14 +248,14 @@ def _train(cfg: RunConfig, run: RunDir, p: Prepared, resume: bool, quiet: bool, 
 def _scoring_features(cfg: RunConfig, p: Prepared, model, splits: dict, quiet: bool) -> tuple | None:
     """A head-only run's (HeadOnly, cached dev/test splits) in fp32, the served model's numbers;
     None for runs that train the encoder. fp32 runs cached dev/test with train; bf16 runs cache
-    fp32 features of dev/test now (on disk too, so the next seed or lr reads them)."""
+    fp32 features of dev/test now (on disk too, so the next seed or lr reads them). Called on the
+    main process only."""
     if model is p.model:
         return None
     scored = {k: v for k, v in p.splits.items() if k != "train"}
     if set(scored) <= set(splits):
         return model, {k: splits[k] for k in scored}
-    return head_cache.cache(p.model, scored, replace(cfg.train, precision="fp32"),
-                            quiet=quiet or not ddp.is_main())
+    return head_cache.cache(p.model, scored, replace(cfg.train, precision="fp32"), quiet=quiet)
 
 
 TIMED = 64  # examples the full model runs for a head-only run's batched ms/example

@@ -373,7 +373,7 @@ def serve_cmd(run: Annotated[Path | None, typer.Argument(help="run directory (de
               batching: Annotated[str, typer.Option(help="gather concurrent requests into one model call: auto (on for the ONNX backends), on or off")] = "auto",
               batch_wait_ms: Annotated[float, typer.Option(help="batching: under load, wait at most this long for more requests to join a call")] = 2.0,
               batch_size: Annotated[int, typer.Option(help="batching: texts per gathered model call")] = 64,
-              batch_workers: Annotated[int, typer.Option(help="batching: gathered calls in flight at once")] = 8,
+              batch_workers: Annotated[int, typer.Option(help="batching: gathered calls in flight at once (1 gathers the most per call)")] = 1,
               allow_download: AllowDownloadOpt = False):
     """Serve a model: the moderator's page and a JSON API (docs/web.md).
 

@@ -1,12 +1,15 @@
 """Dynamic batching for the classifier API: concurrent requests become one model call.
 
 Each request thread hands its texts to the ``Batcher`` and waits. A worker thread (``workers``
-of them: calls in flight overlap one's tokenizing with another's model run, and their waits for
-the CPU; on the busy 2-core dev machine 8 served 1.3x the requests of no batching in-process,
-2 served fewer) takes the first waiting request, gathers whatever else is waiting (and, while the server is under
-concurrent load, whatever arrives within ``max_wait_ms``) up to ``max_size`` texts, and runs
-them as one ``predict_proba`` call (the predictors sort a call's texts by length and run them
-in length-sorted batches, so padding stays small). The rows go back to their requests.
+of them, default 1) takes the first waiting request, gathers whatever else is waiting (and, while
+the server is under concurrent load, whatever arrives within ``max_wait_ms``) up to ``max_size``
+texts, and runs them as one ``predict_proba`` call (the predictors sort a call's texts by length
+and run them in length-sorted batches, so padding stays small). The rows go back to their requests.
+One worker gathers the most per call: on the quiet 2-core AMD EPYC VM, ONNX int8 at 32 clients
+served 389 requests/s with 1 worker, 287 with 2 and 324 with 8 (httpx client; 471 / 425 / 382 with
+wrk), because more workers split the queue into smaller calls that compete for the same two cores
+(docs/results.md, issue 20). The price: while a large call (a 256-text batch request) runs in
+the worker, requests that arrive wait for it; raise ``workers`` where such calls are common.
 
 Latency: a lone request is never held back: when no call is running and none waits, it runs
 at once in its own thread, and the gather window opens only when the previous gathered call
@@ -37,7 +40,7 @@ class BatchingConfig:
     mode: str = field(default="auto", metadata={"help": "auto (on for the ONNX backends), on or off"})
     max_wait_ms: float = field(default=2.0, metadata={"help": "under concurrent load, wait at most this long for more requests to join a call"})
     max_size: int = field(default=64, metadata={"help": "texts per gathered model call (a larger single request still runs whole)"})
-    workers: int = field(default=8, metadata={"help": "gathered calls in flight at once (thread-safe predictors only; others get 1)"})
+    workers: int = field(default=1, metadata={"help": "gathered calls in flight at once (thread-safe predictors only; others get 1); 1 gathers the most per call"})
 
     def enabled_for(self, backend: str | None) -> bool:
         if self.mode not in MODES:

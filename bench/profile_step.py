@@ -29,6 +29,7 @@ from slimtext.train.precision import resolve  # noqa: E402
 
 # operator -> group (everything else is "other")
 GROUPS = {"aten::mm": "matmul", "aten::addmm": "matmul", "aten::bernoulli_": "dropout masks",
+          "aten::random_": "dropout masks",  # slimtext.models.dropout draws 64-bit words
           "aten::copy_": "casts and copies", "aten::fill_": "zero fills", "aten::bmm": "attention bmm",
           "aten::_fused_adamw_": "optimizer", "aten::_fused_adam_": "optimizer"}
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from slimtext.errors import SlimtextError
 from slimtext.models import hf_keys
+from slimtext.models.dropout import Dropout
 from slimtext.models.encoder import ACTIVATIONS, FeedForward  # same block in both families
 
 
@@ -62,7 +63,7 @@ class DecoderLayer(nn.Module):
         self.attention = CausalSelfAttention(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = FeedForward(config)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.dropout(self.attention(self.attention_norm(x), mask))
@@ -126,7 +127,7 @@ class Decoder(nn.Module):
         self.config = config
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.dropout = Dropout(config.embedding_dropout)
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -175,7 +176,7 @@ class DecoderClassifier(nn.Module):
         if pooling not in ("auto", "last"):
             raise SlimtextError(f"pooling {pooling!r}: a decoder reads its last real token; use auto or last")
         self.decoder = decoder
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(decoder.config.hidden_size, num_labels)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

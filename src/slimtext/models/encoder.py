@@ -26,6 +26,7 @@ from torch import nn
 
 from slimtext.errors import SlimtextError
 from slimtext.models import hf_keys
+from slimtext.models.dropout import Dropout, dropout
 
 ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
@@ -47,7 +48,7 @@ class Embeddings(nn.Module):
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.family == "bert" else None
         )
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.word_embeddings(input_ids)  # (B, T, H)
@@ -106,12 +107,14 @@ class SelfAttention(nn.Module):
         if mask.shape[-2] > Tq:  # MPNet's (., nh, T, T) bias: the queries' rows only
             mask = mask[:, :, :Tq]  # (., nh, Tq, T)
         p = self.dropout if self.training else 0.0
-        if record is None:
+        if record is None and (p == 0.0 or q.device.type != "cpu"):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
-        else:  # the same attention, spelled out so that its probabilities can be kept
+        else:  # the same attention spelled out: to keep its probabilities, or to drop some of them
+            # with the cheaper CPU mask (SDPA with dropout on the CPU runs this math path anyway)
             probs = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(hs) + mask, dim=-1)  # (B, nh, Tq, T)
-            record.update(attention=probs, q=q, k=k, v=v)
-            y = F.dropout(probs, p, self.training) @ v  # (B, nh, Tq, hs)
+            if record is not None:
+                record.update(attention=probs, q=q, k=k, v=v)
+            y = dropout(probs, p, self.training) @ v  # (B, nh, Tq, hs)
         y = y.transpose(1, 2).reshape(B, Tq, H)  # (B, Tq, H)
         return self.output(y)
 
@@ -142,7 +145,7 @@ class EncoderLayer(nn.Module):
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, first_only: bool = False,
                 record: dict | None = None) -> torch.Tensor:
@@ -341,7 +344,7 @@ class EncoderClassifier(nn.Module):
         if pooling != "pooler" and encoder.pooler is not None:
             encoder.pooler.requires_grad_(False)
         self.encoder, self.pooling = encoder, pooling
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
 
     @property

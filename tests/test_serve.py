@@ -399,6 +399,25 @@ def test_through_the_api_a_bad_request_is_its_own_500():
     assert "error" in responses[1].json()
 
 
+def test_with_batching_the_classify_endpoints_await_gathered_calls_on_the_event_loop():
+    import asyncio
+
+    predictor = OnnxLike(0.01)
+    app = create_app(predictor)
+    endpoints = {r.path: r.endpoint for r in app.routes if getattr(r, "path", "").startswith("/api/classify")}
+    assert all(asyncio.iscoroutinefunction(fn) for fn in endpoints.values())  # no thread per waiting request
+    texts = [f"{'you idiot' if i % 2 else 'nice'} {i}" for i in range(16)]
+    with TestClient(app) as client:
+        responses = _concurrently(lambda t: client.post("/api/classify", json={"text": t}), texts)
+        batch = client.post("/api/classify/batch", json={"texts": ["you idiot", "nice"]}).json()
+    assert [r.json()["label"] for r in responses] == ["toxic" if i % 2 else "not toxic" for i in range(16)]
+    assert predictor.calls < len(texts) + 1 and max(predictor.sizes) > 1  # gathered
+    assert [r["label"] for r in batch["results"]] == ["toxic", "not toxic"]
+    off = create_app(OnnxLike(), batching=BatchingConfig(mode="off"))
+    route = next(r for r in off.routes if getattr(r, "path", "") == "/api/classify")
+    assert not asyncio.iscoroutinefunction(route.endpoint)  # batching off: the thread pool and the lock
+
+
 def test_a_lone_request_is_not_held_back_by_the_gather_window():
     wait_ms = 20.0
     on = Classifier(OnnxLike(0.002), 100, 8, batching=BatchingConfig(mode="on", max_wait_ms=wait_ms))

@@ -168,21 +168,42 @@ def create_app(
         return render(request, text, threshold=t, result=result, segments=segments,
                       latency_ms=_ms_since(start))
 
-    @app.post("/api/classify", response_model=ClassifyResponse, responses=ERRORS)
-    def classify(body: ClassifyRequest) -> ClassifyResponse:
-        """Classify one text."""
-        start = time.perf_counter()
-        clf.check_text(body.text)
-        prediction = clf.predict([body.text], body.threshold)[0]
-        return ClassifyResponse(**prediction.model_dump(), latency_ms=_ms_since(start))
+    # With batching on, the two classify endpoints are async: a request waits for its share of a
+    # gathered call on the event loop instead of in one of the thread pool's threads (fewer
+    # hand-offs per request; docs/results.md, issue 20). Without it they are plain functions that
+    # FastAPI runs in its thread pool, one model call per request under the classifier's lock.
+    if clf.batcher is not None:
+        @app.post("/api/classify", response_model=ClassifyResponse, responses=ERRORS)
+        async def classify(body: ClassifyRequest) -> ClassifyResponse:
+            """Classify one text."""
+            start = time.perf_counter()
+            clf.check_text(body.text)
+            prediction = (await clf.predict_gathered([body.text], body.threshold))[0]
+            return ClassifyResponse(**prediction.model_dump(), latency_ms=_ms_since(start))
 
-    @app.post("/api/classify/batch", response_model=BatchResponse, responses=ERRORS)
-    def classify_batch(body: BatchRequest) -> BatchResponse:
-        """Classify up to max_batch texts in one model call."""
-        start = time.perf_counter()
-        clf.check_batch(body.texts)
-        results = clf.predict(body.texts, body.threshold)
-        return BatchResponse(results=results, latency_ms=_ms_since(start))
+        @app.post("/api/classify/batch", response_model=BatchResponse, responses=ERRORS)
+        async def classify_batch(body: BatchRequest) -> BatchResponse:
+            """Classify up to max_batch texts in one model call."""
+            start = time.perf_counter()
+            clf.check_batch(body.texts)
+            results = await clf.predict_gathered(body.texts, body.threshold)
+            return BatchResponse(results=results, latency_ms=_ms_since(start))
+    else:
+        @app.post("/api/classify", response_model=ClassifyResponse, responses=ERRORS)
+        def classify(body: ClassifyRequest) -> ClassifyResponse:
+            """Classify one text."""
+            start = time.perf_counter()
+            clf.check_text(body.text)
+            prediction = clf.predict([body.text], body.threshold)[0]
+            return ClassifyResponse(**prediction.model_dump(), latency_ms=_ms_since(start))
+
+        @app.post("/api/classify/batch", response_model=BatchResponse, responses=ERRORS)
+        def classify_batch(body: BatchRequest) -> BatchResponse:
+            """Classify up to max_batch texts in one model call."""
+            start = time.perf_counter()
+            clf.check_batch(body.texts)
+            results = clf.predict(body.texts, body.threshold)
+            return BatchResponse(results=results, latency_ms=_ms_since(start))
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:

@@ -1,6 +1,7 @@
 """Dynamic batching for the classifier API: concurrent requests become one model call.
 
-Each request thread hands its texts to the ``Batcher`` and waits. A worker thread (``workers``
+Each request hands its texts to the ``Batcher`` and waits: a thread blocks in ``submit``; the
+app's async endpoints queue them with ``submit_future`` and await the result on the event loop. A worker thread (``workers``
 of them, default 1) takes the first waiting request, gathers whatever else is waiting (and, while
 the server is under concurrent load, whatever arrives within ``max_wait_ms``) up to ``max_size``
 texts, and runs them as one ``predict_proba`` call (the predictors sort a call's texts by length
@@ -92,6 +93,16 @@ class Batcher:
         request = _Request(list(texts))
         self._queue.put(request)
         return request.future.result()
+
+    def submit_future(self, texts: list[str]) -> Future:
+        """Queue these texts for the worker and return at once: the future's result is their
+        probabilities (len(texts), C) or the exception of their call. For callers that must not
+        block (the app's async endpoints await it with ``asyncio.wrap_future``), so no request
+        holds a thread while it waits."""
+        self._ensure_worker()
+        request = _Request(list(texts))
+        self._queue.put(request)
+        return request.future
 
     def _checked(self, texts: list[str]) -> np.ndarray:
         probs = np.asarray(self.fn(texts))

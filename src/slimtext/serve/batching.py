@@ -12,9 +12,9 @@ wrk), because more workers split the queue into smaller calls that compete for t
 (docs/results.md, issue 20). The price: while a large call (a 256-text batch request) runs in
 the worker, requests that arrive wait for it; raise ``workers`` where such calls are common.
 
-Latency: a lone request is never held back: when no call is running and none waits, it runs
-at once in its own thread, and the gather window opens only when the previous gathered call
-served more than one request; under load
+Latency: a lone request is never held back: the gather window opens only when the previous
+gathered call served more than one request, and through ``submit`` a request that finds no call
+running and none waiting runs at once in its own thread (no hand-off); under load
 the model runs fewer, larger calls, which is where the throughput comes from (ONNX Runtime
 spends a large part of a one-text call on per-call overhead).
 

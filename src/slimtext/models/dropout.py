@@ -15,6 +15,8 @@ dropout is a fused kernel) and in eval mode this is `F.dropout`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,9 +26,7 @@ _LEVELS = 1 << 16  # 16 random bits per element
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
     """Bool mask of `shape`, each element True with probability 1 - round(p * 65536) / 65536."""
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)  # 64 random bits each
     bits = words.view(torch.int16)[:n]  # (4 * words,) -> (n,): 16 uniform bits per element
     # int16 runs from -32768: drop the lowest round(p * 65536) of the 65,536 values

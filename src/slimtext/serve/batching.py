@@ -89,10 +89,7 @@ class Batcher:
             finally:
                 with self._count_lock:
                     self._active -= 1
-        self._ensure_worker()
-        request = _Request(list(texts))
-        self._queue.put(request)
-        return request.future.result()
+        return self.submit_future(texts).result()
 
     def submit_future(self, texts: list[str]) -> Future:
         """Queue these texts for the worker and return at once: the future's result is their

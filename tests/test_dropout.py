@@ -81,3 +81,27 @@ def test_encoder_attention_dropout_is_seeded_and_the_eval_path_unchanged():
     assert (a - c).abs().max() > 1e-3  # attention probabilities were dropped
     enc.eval()
     torch.testing.assert_close(enc(ids, mask), enc(ids, mask))  # eval: no dropout (SDPA path)
+
+
+def test_attention_with_dropout_keeps_the_compute_dtype_and_matches_sdpa():
+    """The spelled-out training path: with p=0 it is SDPA's attention; under bf16 autocast every
+    (B, nh, Tq, T) tensor stays bf16 (the fp32 mask would otherwise promote scores and softmax),
+    and fp32's -3.4e38 padding value, which rounds to -inf in bf16, gives no NaN."""
+    import torch.nn.functional as F
+
+    from slimtext.models.encoder import _attention_with_dropout
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8) for _ in range(3))
+    keep = torch.ones(2, 1, 1, 9)
+    keep[1, ..., 6:] = 0  # the second row's last three keys are padding
+    mask = (1.0 - keep) * torch.finfo(torch.float32).min  # (B, 1, 1, T), as the encoder builds it
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(_attention_with_dropout(q, k, v, mask, 0.0), want)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _attention_with_dropout(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0)
+    assert got.dtype == torch.bfloat16 and not got.isnan().any()
+    torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=3e-2)
+    torch.manual_seed(3)
+    dropped = _attention_with_dropout(q, k, v, mask, 0.5)
+    assert not dropped.isnan().any() and (dropped - want).abs().max() > 1e-2

@@ -82,6 +82,19 @@ class Taps:
         self.layers.clear()
 
 
+def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                            p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs) + mask) with dropout, then @ v, all in q's dtype. Under bf16 autocast
+    the scores' sum with the fp32 mask and the softmax would otherwise run in fp32, doubling the
+    (B, nh, Tq, T) tensors kept for backward: an `mpnet-base` step at 8 x 512 tokens peaked at
+    7.3 GB that way, 6.1 GB this way (docs/results.md, issue 21). The softmax accumulates in fp32."""
+    with torch.autocast(q.device.type, enabled=False):
+        low = torch.finfo(q.dtype).min  # fp32's min would round to -inf in bf16
+        scores = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, Tq, T)
+        probs = torch.softmax(scores + mask.clamp(min=low).to(q.dtype), dim=-1)  # (B, nh, Tq, T)
+        return dropout(probs, p, True) @ v  # (B, nh, Tq, hs)
+
+
 class SelfAttention(nn.Module):
     """Multi-head attention through `F.scaled_dot_product_attention` with an additive mask."""
 
@@ -109,11 +122,12 @@ class SelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if record is None and (p == 0.0 or q.device.type != "cpu"):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
-        else:  # the same attention spelled out: to keep its probabilities, or to drop some of them
-            # with the cheaper CPU mask (SDPA with dropout on the CPU runs this math path anyway)
+        elif record is None:  # training with dropout on the CPU: the same attention spelled out, to
+            # drop probabilities with the cheaper 16-bit mask (SDPA with dropout runs a math path anyway)
+            y = _attention_with_dropout(q, k, v, mask, p)  # (B, nh, Tq, hs)
+        else:  # spelled out to keep the probabilities (see `Taps`)
             probs = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(hs) + mask, dim=-1)  # (B, nh, Tq, T)
-            if record is not None:
-                record.update(attention=probs, q=q, k=k, v=v)
+            record.update(attention=probs, q=q, k=k, v=v)
             y = dropout(probs, p, self.training) @ v  # (B, nh, Tq, hs)
         y = y.transpose(1, 2).reshape(B, Tq, H)  # (B, Tq, H)
         return self.output(y)

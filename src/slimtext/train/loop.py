@@ -273,7 +273,7 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
             total, seen = 0.0, 0
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
             for idx in bar:
-                b = {k: v.to(device) for k, v in collate(train, idx).items()}
+                b = {k: v.to(device) for k, v in collate(train, idx, bucket=True).items()}
                 total += train_step(net, b, loss_fn, opt, sched, cfg, params) * len(idx)
                 seen += len(idx)
                 bar.set_postfix(loss=f"{total / seen:.4f}")

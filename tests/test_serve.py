@@ -1,5 +1,6 @@
 """The web app and JSON API, driven through FastAPI's TestClient with a keyword predictor."""
 
+import asyncio
 import csv
 import io
 import json
@@ -329,10 +330,15 @@ class OnnxLike(KeywordPredictor):
 
     def __init__(self, cost_s: float = 0.01):
         super().__init__()
-        self.cost_s, self.sizes = cost_s, []
+        self.cost_s, self.sizes, self.on_event_loop = cost_s, [], 0
 
     def predict_proba(self, texts):
         self.sizes.append(len(texts))
+        try:  # a model call must never block the server's event loop
+            asyncio.get_running_loop()
+            self.on_event_loop += 1
+        except RuntimeError:
+            pass
         time.sleep(self.cost_s)
         if any("boom" in t for t in texts):
             raise ValueError("cannot tokenize boom")
@@ -400,8 +406,6 @@ def test_through_the_api_a_bad_request_is_its_own_500():
 
 
 def test_with_batching_the_classify_endpoints_await_gathered_calls_on_the_event_loop():
-    import asyncio
-
     predictor = OnnxLike(0.01)
     app = create_app(predictor)
     endpoints = {r.path: r.endpoint for r in app.routes if getattr(r, "path", "").startswith("/api/classify")}
@@ -413,9 +417,12 @@ def test_with_batching_the_classify_endpoints_await_gathered_calls_on_the_event_
     assert [r.json()["label"] for r in responses] == ["toxic" if i % 2 else "not toxic" for i in range(16)]
     assert predictor.calls < len(texts) + 1 and max(predictor.sizes) > 1  # gathered
     assert [r["label"] for r in batch["results"]] == ["toxic", "not toxic"]
-    off = create_app(OnnxLike(), batching=BatchingConfig(mode="off"))
-    route = next(r for r in off.routes if getattr(r, "path", "") == "/api/classify")
-    assert not asyncio.iscoroutinefunction(route.endpoint)  # batching off: the thread pool and the lock
+    alone = OnnxLike(0.01)  # batching off: one call per request, in the thread pool, not on the loop
+    with TestClient(create_app(alone, batching=BatchingConfig(mode="off"))) as client:
+        responses = _concurrently(lambda t: client.post("/api/classify", json={"text": t}), texts[:6])
+    assert [r.json()["label"] for r in responses] == ["toxic" if i % 2 else "not toxic" for i in range(6)]
+    assert alone.sizes == [1] * 6
+    assert predictor.on_event_loop == alone.on_event_loop == 0
 
 
 def test_a_lone_request_is_not_held_back_by_the_gather_window():

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -53,6 +54,7 @@ from slimtext.serve.schemas import (
     ClassifyRequest,
     ClassifyResponse,
     Health,
+    Prediction,
 )
 from slimtext.serve.workbench import (
     WorkbenchConfig,
@@ -168,42 +170,29 @@ def create_app(
         return render(request, text, threshold=t, result=result, segments=segments,
                       latency_ms=_ms_since(start))
 
-    # With batching on, the two classify endpoints are async: a request waits for its share of a
-    # gathered call on the event loop instead of in one of the thread pool's threads (fewer
-    # hand-offs per request; docs/results.md, issue 20). Without it they are plain functions that
-    # FastAPI runs in its thread pool, one model call per request under the classifier's lock.
-    if clf.batcher is not None:
-        @app.post("/api/classify", response_model=ClassifyResponse, responses=ERRORS)
-        async def classify(body: ClassifyRequest) -> ClassifyResponse:
-            """Classify one text."""
-            start = time.perf_counter()
-            clf.check_text(body.text)
-            prediction = (await clf.predict_gathered([body.text], body.threshold))[0]
-            return ClassifyResponse(**prediction.model_dump(), latency_ms=_ms_since(start))
+    async def predictions(texts: list[str], threshold: float | None) -> list[Prediction]:
+        """With batching on, the texts join a gathered call and the event loop awaits their rows
+        (a waiting request holds no thread; docs/results.md, issue 20). Without it, one model call
+        per request under the classifier's lock, in the thread pool (as FastAPI runs a plain
+        endpoint)."""
+        if clf.batcher is not None:
+            return await clf.predict_gathered(texts, threshold)
+        return await run_in_threadpool(clf.predict, texts, threshold)
 
-        @app.post("/api/classify/batch", response_model=BatchResponse, responses=ERRORS)
-        async def classify_batch(body: BatchRequest) -> BatchResponse:
-            """Classify up to max_batch texts in one model call."""
-            start = time.perf_counter()
-            clf.check_batch(body.texts)
-            results = await clf.predict_gathered(body.texts, body.threshold)
-            return BatchResponse(results=results, latency_ms=_ms_since(start))
-    else:
-        @app.post("/api/classify", response_model=ClassifyResponse, responses=ERRORS)
-        def classify(body: ClassifyRequest) -> ClassifyResponse:
-            """Classify one text."""
-            start = time.perf_counter()
-            clf.check_text(body.text)
-            prediction = clf.predict([body.text], body.threshold)[0]
-            return ClassifyResponse(**prediction.model_dump(), latency_ms=_ms_since(start))
+    @app.post("/api/classify", response_model=ClassifyResponse, responses=ERRORS)
+    async def classify(body: ClassifyRequest) -> ClassifyResponse:
+        """Classify one text."""
+        start = time.perf_counter()
+        clf.check_text(body.text)
+        prediction = (await predictions([body.text], body.threshold))[0]
+        return ClassifyResponse(**prediction.model_dump(), latency_ms=_ms_since(start))
 
-        @app.post("/api/classify/batch", response_model=BatchResponse, responses=ERRORS)
-        def classify_batch(body: BatchRequest) -> BatchResponse:
-            """Classify up to max_batch texts in one model call."""
-            start = time.perf_counter()
-            clf.check_batch(body.texts)
-            results = clf.predict(body.texts, body.threshold)
-            return BatchResponse(results=results, latency_ms=_ms_since(start))
+    @app.post("/api/classify/batch", response_model=BatchResponse, responses=ERRORS)
+    async def classify_batch(body: BatchRequest) -> BatchResponse:
+        """Classify up to max_batch texts in one model call."""
+        start = time.perf_counter()
+        clf.check_batch(body.texts)
+        return BatchResponse(results=await predictions(body.texts, body.threshold), latency_ms=_ms_since(start))
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:

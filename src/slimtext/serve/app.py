@@ -211,6 +211,10 @@ def create_app(
 
     add_workbench_routes(app, clf, wb, render)
     document_limits(app, max_chars, max_batch, wb.explain_max_chars, methods_for(predictor))
+    # the API's hot paths first: Starlette tries routes in order, and every route before the one
+    # that matches costs a match attempt (7 % of the event loop's samples in a py-spy profile of
+    # ONNX int8 under 32 wrk clients, docs/results.md, issue 20)
+    app.router.routes.sort(key=lambda r: getattr(r, "path", "") not in ("/api/classify", "/api/classify/batch"))
     return app
 
 

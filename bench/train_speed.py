@@ -163,7 +163,7 @@ class Ours:
         self.model.train()
         out, t_prev = [], time.perf_counter()
         for _ in range(n):
-            b = collate(self.split, next(self.batches))
+            b = collate(self.split, next(self.batches), bucket=True)  # padded as `fit` pads
             train_step(self.model, b, self.loss_fn, self.opt, self.sched, self.cfg, self.params)
             t = time.perf_counter()
             out.append({"seconds": t - t_prev, "examples": len(b["labels"]),

@@ -220,16 +220,17 @@ def test_a_lora_or_head_student_stands_alone_once_its_teacher_is_gone(tiny_csv, 
 
 
 def test_bucketed_padding_and_token_capped_evaluation_batches():
-    """Training pads to at most 8 lengths per octave (fewer tensor sizes for the allocator) and
-    evaluation batches hold at most EVAL_MAX_TOKENS padded tokens, every example exactly once."""
+    """Training pads batches of 64 tokens or more to 8 lengths per octave (fewer tensor sizes for
+    the allocator; shorter ones are left alone) and evaluation batches hold at most
+    EVAL_MAX_TOKENS padded tokens, every example exactly once."""
     from slimtext.data.batches import EncodedSplit, bucket_length, collate, eval_batches
 
-    assert [bucket_length(n) for n in (1, 7, 15, 16, 17, 25, 300, 511, 512)] == [1, 7, 15, 16, 18, 26, 320, 512, 512]
+    assert [bucket_length(n) for n in (1, 17, 63, 64, 65, 130, 300, 511, 512)] == [1, 17, 63, 64, 72, 144, 320, 512, 512]
     assert all(n <= bucket_length(n) <= n * 9 / 8 for n in range(1, 2000))
     assert len({bucket_length(n) for n in range(257, 513)}) == 8
-    split = EncodedSplit([[5] * n for n in (3, 17, 9)], torch.tensor([0, 1, 0]))
+    split = EncodedSplit([[5] * n for n in (3, 65, 9)], torch.tensor([0, 1, 0]))
     b = collate(split, [0, 1], bucket=True)
-    assert b["input_ids"].shape == (2, 18) and b["attention_mask"].sum(1).tolist() == [3, 17]
+    assert b["input_ids"].shape == (2, 72) and b["attention_mask"].sum(1).tolist() == [3, 65]
     assert collate(split, [0, 2])["input_ids"].shape == (2, 9)
     lengths = torch.tensor([512, 20, 500, 30, 40, 510, 25])
     batches = eval_batches(lengths, batch_size=4, max_tokens=1100)

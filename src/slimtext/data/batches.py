@@ -36,12 +36,17 @@ class EncodedSplit:
 EVAL_MAX_TOKENS = 16_384  # an evaluation batch's padded size: 128 tweets, but 32 reviews of 512 tokens
 
 
+BUCKET_FROM = 64  # shorter batches keep their exact length (tweets: no extra tokens)
+
+
 def bucket_length(n: int) -> int:
-    """n rounded up to a multiple of 2**(bits(n) - 4): at most 8 padded lengths per octave, at most
-    1/8 more tokens. Training pads its batches to these lengths so the allocator sees few tensor
-    sizes: with every length possible, glibc's heap fragments and a run's memory keeps growing
-    (`minilm-l6` at 8 x 64-512 tokens: 4.2 GB after 60 steps, 3.3 GB bucketed; docs/results.md)."""
-    m = 1 << max(0, n.bit_length() - 4)
+    """n from BUCKET_FROM up rounded up to a multiple of 2**(bits(n) - 4): 8 padded lengths per
+    octave, at most 1/8 more tokens. Training pads its batches to these lengths so that the
+    allocator sees few sizes of the big tensors: with every length possible, the heap fragments and
+    a run's memory keeps growing (`bench/train_memory.py`, docs/results.md, issue 21)."""
+    if n < BUCKET_FROM:
+        return n
+    m = 1 << (n.bit_length() - 4)
     return -(-n // m) * m
 
 

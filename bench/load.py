@@ -14,7 +14,8 @@ JSON with --json. Only ever targets 127.0.0.1.
 `--batching off,on` starts one server per mode (SLIMTEXT_BATCHING) and, `--rounds` times, runs
 every level against each in turn (interleaved, so a busy machine's noise hits both alike); per
 mode and level it reports the median over rounds of requests/s, p50 and p99, and the ratios
-on/off.
+on/off. `--baseline-url` adds a server you started (an older version, say) to the same rounds
+and reports on/baseline and off/baseline too.
 
 The client runs in this Python process (httpx, one thread per client): at high request rates
 it competes with the server for the CPU, so read the numbers of a fast model as a lower bound
@@ -23,6 +24,7 @@ it competes with the server for the CPU, so read the numbers of a fast model as 
 turn), which leaves the server most of the machine; the server's own latency_ms is then not read.
 
     python bench/load.py --run RUN --batching off,on --rounds 3 --client wrk
+    python bench/load.py --run RUN --batching off,on --baseline-url http://127.0.0.1:8801 --client wrk
 """
 
 import argparse
@@ -280,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fake-ms", type=float, default=0.0, help="--fake: sleep per model call")
     ap.add_argument("--batching", default="", help="comma-separated SLIMTEXT_BATCHING modes (auto,on,off), one server each (default: the server's own)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds over levels and modes (1)")
+    ap.add_argument("--baseline-url", help="a running server (e.g. an older version) loaded in the same "
+                    "interleaved rounds as the started ones, reported as mode 'baseline'")
     ap.add_argument("--client", default="python", choices=["python", "wrk"],
                     help="python: httpx threads in this process (default); wrk: the wrk load generator")
     ap.add_argument("--json", help="write the results here")
@@ -291,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.url or args.run or args.fake):
         ap.error("give one of --url, --run or --fake")
-    if args.url and urlparse(args.url).hostname != "127.0.0.1":
-        ap.error("--url must point at 127.0.0.1 (this tool only loads local servers)")
+    for given in (args.url, args.baseline_url):
+        if given and urlparse(given).hostname != "127.0.0.1":
+            ap.error("--url and --baseline-url must point at 127.0.0.1 (this tool only loads local servers)")
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     texts = TEXTS
     if args.texts:
@@ -303,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.url and modes != [""]:
         ap.error("--batching starts its own servers: use --run or --fake")
     servers: dict[str, tuple] = {}  # mode -> (proc, url, log)
+    if args.baseline_url:
+        servers["baseline"] = (None, args.baseline_url.rstrip("/"), None)
     health: dict[str, dict] = {}
-    rounds: dict[str, list[list[dict]]] = {m: [] for m in modes}
+    rounds: dict[str, list[list[dict]]] = {m: [] for m in [*servers, *modes]}
     try:
         for mode in modes:
             servers[mode] = start_server(args, mode) if not args.url else (None, args.url.rstrip("/"), None)
@@ -362,15 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "started_at": started_at,
     }
-    if len(modes) > 1:
-        report["batching"] = {mode: {"server": health[mode], "levels": by_mode[mode]} for mode in modes}
-        if "on" in by_mode and "off" in by_mode:
-            report["on_over_off"] = [
-                {"concurrency": on["concurrency"],
-                 "requests_per_s": _ratio(on["requests_per_s"], off["requests_per_s"]),
-                 "p50_ms": _ratio(on["p50_ms"], off["p50_ms"]), "p99_ms": _ratio(on["p99_ms"], off["p99_ms"])}
-                for on, off in zip(by_mode["on"], by_mode["off"])]
-            print("on / off:", json.dumps(report["on_over_off"]))
+    if len(by_mode) > 1:
+        report["batching"] = {mode: {"server": health[mode], "levels": by_mode[mode]} for mode in by_mode}
+        for a, b in (("on", "off"), ("on", "baseline"), ("off", "baseline")):
+            if a in by_mode and b in by_mode:
+                report[f"{a}_over_{b}"] = ratios(by_mode[a], by_mode[b])
+                print(f"{a} / {b}:", json.dumps(report[f"{a}_over_{b}"]))
     results = [lvl for m in by_mode.values() for lvl in m]
     if args.json:
         for level in results:  # strict JSON has no NaN
@@ -378,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 1 if any(level["failed"] for level in results) else 0
+
+
+def ratios(mine: list[dict], other: list[dict]) -> list[dict]:
+    """Per level: requests/s, p50 and p99 of `mine` over `other`."""
+    return [{"concurrency": m["concurrency"], "requests_per_s": _ratio(m["requests_per_s"], o["requests_per_s"]),
+             "p50_ms": _ratio(m["p50_ms"], o["p50_ms"]), "p99_ms": _ratio(m["p99_ms"], o["p99_ms"])}
+            for m, o in zip(mine, other, strict=True)]
 
 
 def _ratio(a, b):

@@ -52,7 +52,7 @@ class TrainConfig:
     early_stop_metric: str = field(default="macro_f1", metadata={"help": "validation metric that picks the best epoch"})
     patience: int = field(default=0, metadata={"help": "stop after this many epochs without improvement (0: off)"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, dropout and batch order"})
-    eval_batch_size: int = field(default=128, metadata={"help": "batch size for evaluation"})
+    eval_batch_size: int = field(default=128, metadata={"help": "batch size for evaluation (and at most 16,384 padded tokens a batch)"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if present), cpu or cuda"})
     threads: int = field(default=0, metadata={"help": "torch intra-op threads (0: torch's default, one per physical core)"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 where a short cached probe finds this machine's bf16 matmuls >= 1.2x faster, else fp32), fp32, or bf16: bfloat16 autocast for the training forward and the per-epoch dev evaluation (weights, gradients and optimizer state stay fp32)"})

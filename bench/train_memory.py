@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table, write_json  # noqa: E402
+from _common import machine, print_table, set_threads, write_json  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -40,7 +40,7 @@ def child(args: argparse.Namespace) -> dict:
     from slimtext.train.losses import CrossEntropy  # noqa: PLC0415
     from slimtext.train.malloc import retain_freed_memory  # noqa: PLC0415
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.keep_freed_memory:
         retain_freed_memory()
     torch.manual_seed(0)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lengths", default="64-512", help="token lengths drawn uniformly from LO-HI")
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: physical cores)")
     ap.add_argument("--bucket", default="off,on", help="comma list of off, on")
     ap.add_argument("--keep-freed-memory", type=int, default=1, choices=[0, 1],
                     help="1: glibc keeps freed memory, as `fit` sets it (slimtext.train.malloc)")

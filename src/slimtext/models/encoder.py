@@ -87,7 +87,8 @@ def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m
     """softmax(q k^T / sqrt(hs) + mask) with dropout, then @ v, all in q's dtype. Under bf16 autocast
     the scores' sum with the fp32 mask and the softmax would otherwise run in fp32, doubling the
     (B, nh, Tq, T) tensors kept for backward: an `mpnet-base` step at 8 x 512 tokens peaked at
-    7.3 GB that way, 6.1 GB this way (docs/results.md, issue 21). The softmax accumulates in fp32."""
+    7.9 GB that way, 7.0 GB this way (`bench/train_memory.py`, docs/results.md, issue 21). The
+    softmax accumulates in fp32."""
     with torch.autocast(q.device.type, enabled=False):
         low = torch.finfo(q.dtype).min  # fp32's min would round to -inf in bf16
         scores = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, Tq, T)

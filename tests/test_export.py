@@ -122,3 +122,26 @@ def test_errors_say_what_to_do(lora_run, tmp_path):
     with pytest.raises(UnknownNameError, match="onnx-int8"):
         load_predictor(lora_run, backend="onnx_int8")
     assert load_predictor(bare, backend="auto").backend == "torch"
+
+
+def test_int8_is_quantized_from_the_fused_graph_and_matches_the_unfused_one(lora_run, tmp_path):
+    """The tiny BERT's attention, residual LayerNorms and GELU fuse; the fused int8 graph gives
+    the logits of the int8 graph quantized without fusion (same int8 weights, other kernels)."""
+    import json
+
+    import onnx
+
+    fused = export(lora_run, int8=True, out=tmp_path / "fused")
+    plain = export(lora_run, int8=True, out=tmp_path / "plain", fuse=False)
+    ops = [n.op_type for n in onnx.load(str(fused / "model.int8.onnx")).graph.node]
+    counts = json.loads((fused / "export.json").read_text())["int8_fused_operators"]
+    assert counts["Attention"] >= 1 and ops.count("QAttention") == counts["Attention"], counts
+    assert ops.count("SkipLayerNormalization") == counts["SkipLayerNormalization"] >= 2, counts
+    assert "BiasGelu" in ops
+    assert "QAttention" not in {n.op_type for n in onnx.load(str(plain / "model.int8.onnx")).graph.node}
+    assert json.loads((plain / "export.json").read_text())["int8_fused_operators"] == {}
+    texts = TEXTS * 3
+    a = load_predictor(fused, backend="onnx-int8").predict_logits(texts)
+    b = load_predictor(plain, backend="onnx-int8").predict_logits(texts)
+    np.testing.assert_allclose(a, b, atol=0.05)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9

@@ -270,6 +270,7 @@ def export_cmd(run: Annotated[Path, typer.Argument(help="a finished run director
                merged: Annotated[bool, typer.Option(help="plain checkpoint with LoRA merged in (run/merged/)")] = False,
                onnx: Annotated[bool, typer.Option(help="model.onnx (dynamic batch and sequence axes)")] = False,
                int8: Annotated[bool, typer.Option(help="also model.int8.onnx (dynamic int8 weights); implies --onnx")] = False,
+               fuse: Annotated[bool, typer.Option(help="quantize ONNX Runtime's fused transformer graph (Attention, SkipLayerNorm, BiasGelu) where its logits match the plain graph's; --no-fuse quantizes model.onnx as it is")] = True,
                out: Annotated[Path | None, typer.Option(help="write a self-contained folder here instead")] = None,
                hf: Annotated[Path | None, typer.Option("--hf", help="a transformers folder here (config.json, model.safetensors, tokenizer, README.md model card)")] = None,
                push_to_hub: Annotated[str | None, typer.Option(help="upload the --hf folder to this Hub repository (ORG/NAME)")] = None,
@@ -283,7 +284,7 @@ def export_cmd(run: Annotated[Path, typer.Argument(help="a finished run director
     if merged or onnx or int8:
         from slimtext.inference.export import export  # noqa: PLC0415
 
-        typer.echo(str(export(run, merged=merged, onnx=onnx, int8=int8, out=out)))
+        typer.echo(str(export(run, merged=merged, onnx=onnx, int8=int8, out=out, fuse=fuse)))
     if hf is not None:
         from slimtext.inference.hf_export import export_hf  # noqa: PLC0415
         from slimtext.inference.hf_export import push_to_hub as push  # noqa: PLC0415

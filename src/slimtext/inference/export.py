@@ -8,7 +8,9 @@
                                        batch and sequence axes dynamic
     export(run, onnx=True, int8=True)  also run/model.int8.onnx: ONNX Runtime dynamic quantization
                                        (int8 weights with per-channel scales, activations
-                                       quantized per call)
+                                       quantized per call) of ONNX Runtime's fused transformer
+                                       graph (one Attention node per layer), where the fusion
+                                       reproduces the plain graph's logits
 
 A new model.onnx without int8 removes an older model.int8.onnx beside it (it would no longer be
 derived from that model.onnx).
@@ -27,10 +29,12 @@ https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html
 
 from __future__ import annotations
 
+import logging
 import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -103,17 +107,70 @@ def export_onnx(model: nn.Module, path: str | Path, vocab_size: int, pad_id: int
     return path
 
 
-def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
-    """ONNX Runtime dynamic quantization after its recommended pre-processing (shape inference,
-    graph clean-up): QInt8 weights with per-channel scales for every MatMul and the embeddings."""
+def _probe_feed(vocab_size: int, pad_id: int) -> dict[str, np.ndarray]:
+    """(3, 7) int64 inputs, rows padded to 7, 4 and 1 tokens: the fused graph is checked on these."""
+    lengths = np.array([[7], [4], [1]])
+    mask = (np.arange(7)[None] < lengths).astype(np.int64)  # (3, 7)
+    ids = (np.arange(21).reshape(3, 7) * 7 + 3) % vocab_size
+    return {"input_ids": np.where(mask == 1, ids, pad_id).astype(np.int64), "attention_mask": mask}
+
+
+def fuse_onnx(src: str | Path, dst: str | Path, num_heads: int, hidden_size: int,
+              vocab_size: int, pad_id: int = 0) -> dict[str, int]:
+    """ONNX Runtime's transformer fusions on a plain BERT-style export: each layer's attention
+    becomes one `Attention` node, its residual adds and LayerNorms `SkipLayerNormalization`, the
+    feed-forward bias and GELU `BiasGelu` (Microsoft-domain operators: ONNX Runtime only). Written
+    to `dst` only if something fused and the fused graph's logits match the plain graph's on a
+    padded probe batch; returns the fused operator counts ({} when nothing was kept).
+    Reference: https://onnxruntime.ai/docs/performance/transformers-optimization.html"""
+    import onnxruntime as ort  # noqa: PLC0415
+    from onnxruntime.transformers.optimizer import optimize_model  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = optimize_model(str(src), model_type="bert", num_heads=num_heads,
+                               hidden_size=hidden_size, opt_level=0)
+    counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+    if not counts:
+        return {}
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        fused.save_model_to_file(str(tmp))
+        feed = _probe_feed(vocab_size, pad_id)
+        plain, new = (ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+                      for f in (src, tmp))
+        if not np.allclose(new, plain, atol=1e-4, rtol=1e-4):
+            return {}
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts
+
+
+def quantize_onnx(src: str | Path, dst: str | Path, fused: bool = False) -> Path:
+    """ONNX Runtime dynamic quantization: QInt8 weights with per-channel scales for every MatMul
+    (and, on a `fuse_onnx` graph, every fused Attention, which becomes `QAttention`). A plain graph
+    first gets ONNX Runtime's recommended pre-processing (shape inference, graph clean-up); a fused
+    one cannot (its Microsoft-domain nodes have no shape inference), so its weights are declared
+    float instead."""
+    import onnx as onnx_lib  # noqa: PLC0415
     from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
     from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
 
     dst = Path(dst)
     pre, tmp = dst.with_name(f".{dst.name}.pre.tmp"), dst.with_name(f".{dst.name}.tmp")
     try:
-        quant_pre_process(str(src), str(pre))
-        quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        if fused:
+            logging.disable(logging.WARNING)  # its advice to pre-process, which a fused graph cannot
+            try:
+                quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                                 extra_options={"DefaultTensorType": onnx_lib.TensorProto.FLOAT})
+            finally:
+                logging.disable(logging.NOTSET)
+        else:
+            quant_pre_process(str(src), str(pre))
+            quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         tmp.replace(dst)
     finally:
         pre.unlink(missing_ok=True)
@@ -141,14 +198,32 @@ def _write_run_files(run: RunDir, folder: Path, cfg: RunConfig) -> None:
     shutil.copytree(run.path / "tokenizer", folder / "tokenizer")
 
 
+def _fused_int8(plain: nn.Module, folder: Path, tokenizer, fuse: bool) -> dict[str, int]:
+    """model.int8.onnx from model.onnx: fused first (`fuse_onnx`) where the model is an encoder
+    and the fusion checks out, else quantized as it is. Returns the fused operator counts."""
+    encoder = getattr(plain, "encoder", None)
+    config = getattr(encoder, "config", None)
+    src, fused_path = folder / ONNX_FILE, folder / f".{INT8_FILE}.fused.tmp"
+    counts: dict[str, int] = {}
+    try:
+        if fuse and config is not None and hasattr(config, "num_heads"):
+            counts = fuse_onnx(src, fused_path, config.num_heads, config.hidden_size,
+                               tokenizer.vocab_size, tokenizer.pad_id)
+        quantize_onnx(fused_path if counts else src, folder / INT8_FILE, fused=bool(counts))
+    finally:
+        fused_path.unlink(missing_ok=True)
+    return counts
+
+
 def export(run_dir: str | Path, merged: bool = False, onnx: bool = False, int8: bool = False,
-           out: str | Path | None = None) -> Path:
+           out: str | Path | None = None, fuse: bool = True) -> Path:
     """Write the chosen exports of a finished run; returns the folder that holds them.
 
     merged: `model.safetensors` with LoRA folded in, in a run-like folder (default run/merged)
     loadable as a method=full run. onnx: `model.onnx` (default in the run folder). int8: also
-    `model.int8.onnx` (implies onnx). With both merged and onnx the ONNX files go to the merged
-    folder.
+    `model.int8.onnx` (implies onnx), quantized from ONNX Runtime's fused transformer graph
+    where `fuse` and the fusion reproduces the plain graph's logits (`fuse_onnx`; model.onnx itself
+    stays plain, standard ONNX). With both merged and onnx the ONNX files go to the merged folder.
     """
     if not (merged or onnx or int8):
         raise SlimtextError("nothing to export: choose --merged, --onnx and/or --int8")
@@ -168,12 +243,14 @@ def export(run_dir: str | Path, merged: bool = False, onnx: bool = False, int8: 
         files.append(ONNX_FILE)
         if not int8:
             (folder / INT8_FILE).unlink(missing_ok=True)
+    fusions: dict[str, int] = {}
     if int8:
-        quantize_onnx(folder / ONNX_FILE, folder / INT8_FILE)
+        fusions = _fused_int8(plain, folder, tokenizer, fuse)
         files.append(INT8_FILE)
     atomic_write_json(folder / "export.json", {
         "source": str(run.path.resolve()), "method": cfg.model.method, "files": files,
         "labels": labels, "onnx_opset": OPSET if (onnx or int8) else None,
+        "int8_fused_operators": fusions if int8 else None,
         "torch": torch.__version__,
     })
     return folder

@@ -239,3 +239,37 @@ def test_bucketed_padding_and_token_capped_evaluation_batches():
         assert len(idx) <= 4 and (len(idx) == 1 or len(idx) * lengths[idx].max() <= 1100)
     assert [lengths[idx].tolist() for idx in batches] == [[20, 25, 30, 40], [500, 510], [512]]
     assert eval_batches(torch.tensor([], dtype=torch.long), 4) == []
+
+
+def test_cheapest_batches_are_optimal_and_within_limits():
+    """The cuts minimise (calls x call_tokens + padded tokens), checked against every contiguous
+    cut of the sorted lengths; each example once; size and token limits kept; one call for equal
+    lengths, a cut between a long text and short ones."""
+    import itertools
+    import random
+
+    from slimtext.data.batches import cheapest_batches
+
+    def cost(batches, lengths, call):
+        return sum(call + len(b) * max(lengths[i] for i in b) for b in batches)
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n, size, call = rng.randint(1, 8), rng.randint(1, 5), rng.choice([0.5, 4, 8, 30])
+        lengths = [rng.randint(1, 60) for _ in range(n)]
+        max_tokens = rng.choice([10_000, 90])
+        got = cheapest_batches(torch.tensor(lengths), size, call, max_tokens)
+        assert sorted(torch.cat(got).tolist()) == list(range(n))
+        for b in got:
+            assert len(b) <= size and (len(b) == 1 or len(b) * max(lengths[i] for i in b.tolist()) <= max_tokens)
+        s = sorted(lengths)
+        best = min(  # every way to cut the sorted lengths into contiguous batches
+            sum(call + (e - a) * s[e - 1] for a, e in zip((0, *cuts), (*cuts, n), strict=True))
+            for k in range(n) for cuts in itertools.combinations(range(1, n), k)
+            if all(e - a <= size and (e - a == 1 or (e - a) * s[e - 1] <= max_tokens)
+                   for a, e in zip((0, *cuts), (*cuts, n), strict=True)))
+        assert cost([b.tolist() for b in got], lengths, call) == pytest.approx(best)
+    assert sorted(len(b) for b in cheapest_batches(torch.tensor([12] * 10), 4, 8)) == [2, 4, 4]
+    mixed = torch.tensor([31, 5, 12, 11, 16, 15, 17, 7])  # the load test's tweets, in tokens
+    assert [mixed[b].tolist() for b in cheapest_batches(mixed, 8, 8)][-1] == [31]
+    assert cheapest_batches(torch.tensor([], dtype=torch.long), 4, 8) == []

@@ -14,17 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from slimtext.data.batches import EncodedSplit, collate, eval_batches
+from slimtext.data.batches import EncodedSplit, cheapest_batches, collate
 from slimtext.data.tokenize import load_tokenizer
 from slimtext.errors import SlimtextError
 from slimtext.inference.base import INT8_FILE, ONNX_FILE, LabelPredictor
 from slimtext.rundir import RunDir
 
+# What one more ONNX Runtime call costs, in padded tokens: minilm-l6 int8 on 2 threads takes about
+# 0.45 ms per call plus 60-90 us per padded token (docs/results.md, issue 20), so texts of mixed
+# lengths are split wherever padding them together would cost more than another call.
+CALL_TOKENS = 8
+
 
 class OnnxPredictor(LabelPredictor):
     """ONNX Runtime inference on a run (or export) folder holding model[.int8].onnx, labels.json
     and tokenizer/. Texts are sorted by length and run in batches of at most `batch_size`, each
-    padded only to its own longest text. `threads` 0 lets ONNX Runtime use every physical core."""
+    padded only to its own longest text, cut where that is cheapest (`cheapest_batches`). `threads` 0 lets ONNX Runtime use every physical core."""
 
     thread_safe = True
 
@@ -55,7 +60,7 @@ class OnnxPredictor(LabelPredictor):
         """Logits (N, C) float32 in the order of `texts` (length-sorted batches, as in eager)."""
         split = EncodedSplit.from_texts(self.tokenizer, texts)
         out = np.empty((len(split), len(self.labels)), dtype=np.float32)
-        for idx in eval_batches(split.lengths, self.batch_size):
+        for idx in cheapest_batches(split.lengths, self.batch_size, CALL_TOKENS):
             b = collate(split, idx)
             feed = {"input_ids": b["input_ids"].numpy(), "attention_mask": b["attention_mask"].numpy()}
             out[idx.numpy()] = self.session.run(["logits"], feed)[0]

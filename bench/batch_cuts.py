@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     p = onnx_backend.OnnxPredictor(args.run, int8=args.backend == "onnx-int8", threads=args.threads)
-    ways = {"fixed 8": lambda lengths, size: eval_batches(lengths, 8),
-            "cheapest": lambda lengths, size: cheapest_batches(lengths, size, onnx_backend.CALL_TOKENS)}
+    ways = {"fixed 8": lambda lengths, size, call=None: eval_batches(lengths, 8),
+            "cheapest": lambda lengths, size, call=onnx_backend.CALL_TOKENS: cheapest_batches(lengths, size, call)}
     rows = []
     print(f"{args.backend}, {p.name}, CALL_TOKENS {onnx_backend.CALL_TOKENS}, median of {args.rounds}")
     print(f"{'texts':>5} {'fixed 8 ms':>11} {'cheapest ms':>12} {'speedup':>8}  calls (fixed / cheapest)")

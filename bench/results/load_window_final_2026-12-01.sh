@@ -1,0 +1,20 @@
+#!/bin/bash
+# Quiet (issue 21's training stopped with kill -STOP, CONT at the end): the server before batching
+# (780fead, its unfused int8 export) against this code (fused int8 export, cheapest cuts), batching
+# off and on, wrk, 5 interleaved rounds of 5 s per level.
+cd /work/main
+export SLIMTEXT_DATA=/work/shared/data
+PIDS=$(pgrep -f "slimtext train")
+echo "stopping $PIDS"; kill -STOP $PIDS
+trap 'kill -CONT $PIDS; echo "continued $PIDS"' EXIT
+echo "== start $(date -u +%FT%TZ) code $(git rev-parse --short HEAD) load $(cut -d' ' -f1-3 /proc/loadavg)"
+SLIMTEXT_RUN_DIR=/work/runs/toxic-minilm SLIMTEXT_BACKEND=onnx-int8 PYTHONPATH=/work/base20/src \
+  .venv/bin/python -m uvicorn --factory slimtext.serve.app:app_from_env --host 127.0.0.1 --port 8801 \
+  --http slimtext.serve.app:NoDelayHTTPProtocol --log-level warning > /work/runs/quiet/base.log 2>&1 &
+SP=$!
+sleep 8
+SLIMTEXT_BACKEND=onnx-int8 .venv/bin/python bench/load.py --run /work/runs/toxic-minilm-fused --client wrk --batching off,on \
+  --baseline-url http://127.0.0.1:8801 --rounds 5 --seconds 5 --concurrency 1,8,32 \
+  --json bench/results/load_onnx_int8_final_vs_before_wrk_2026-12-01.json 2>&1 | grep -v "^  round"
+kill $SP; wait $SP 2>/dev/null
+echo "== end $(date -u +%FT%TZ)"

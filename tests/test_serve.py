@@ -795,3 +795,22 @@ def test_requests_the_http_parser_rejects_get_a_json_400(predictor):
     assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
     assert int(headers["content-length"]) == len(body)
     assert json.loads(body)["error"].startswith("invalid HTTP request")
+
+
+def test_the_server_entry_point_freezes_the_heap_it_starts_with(tmp_path, monkeypatch, fake_predict_module):
+    """app_from_env (each uvicorn worker) moves what start-up left alive out of the collector's
+    reach, so a full collection no longer walks the model and the libraries; create_app alone
+    leaves the process's collector as it was."""
+    import gc
+
+    monkeypatch.setenv("SLIMTEXT_RUN_DIR", str(tmp_path))
+    gc.unfreeze()
+    try:
+        create_app_from_run(tmp_path)
+        assert gc.get_freeze_count() == 0
+        app_from_env()
+        assert gc.get_freeze_count() > 1000
+        n = len(gc.get_objects())
+        assert n < gc.get_freeze_count()  # the frozen objects are no longer tracked
+    finally:
+        gc.unfreeze()

@@ -145,3 +145,19 @@ def test_int8_is_quantized_from_the_fused_graph_and_matches_the_unfused_one(lora
     b = load_predictor(plain, backend="onnx-int8").predict_logits(texts)
     np.testing.assert_allclose(a, b, atol=0.05)
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+
+
+def test_a_failing_fusion_still_exports_the_plain_int8_graph(lora_run, tmp_path, monkeypatch):
+    import json
+
+    import onnxruntime.transformers.optimizer as optimizer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fusion today")
+
+    monkeypatch.setattr(optimizer, "optimize_model", broken)
+    with pytest.warns(UserWarning, match="fusion failed .*no fusion today"):
+        folder = export(lora_run, int8=True, out=tmp_path / "plain")
+    assert json.loads((folder / "export.json").read_text())["int8_fused_operators"] == {}
+    proba = load_predictor(folder, backend="onnx-int8").predict_proba(TEXTS)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)

@@ -207,8 +207,13 @@ def _fused_int8(plain: nn.Module, folder: Path, tokenizer, fuse: bool) -> dict[s
     counts: dict[str, int] = {}
     try:
         if fuse and config is not None and hasattr(config, "num_heads"):
-            counts = fuse_onnx(src, fused_path, config.num_heads, config.hidden_size,
-                               tokenizer.vocab_size, tokenizer.pad_id)
+            try:
+                counts = fuse_onnx(src, fused_path, config.num_heads, config.hidden_size,
+                                   tokenizer.vocab_size, tokenizer.pad_id)
+            except Exception as e:  # noqa: BLE001 - an optimisation: the plain graph still exports
+                warnings.warn(f"ONNX Runtime's transformer fusion failed ({type(e).__name__}: {e}); "
+                              "quantizing the plain graph", stacklevel=2)
+                counts = {}
         quantize_onnx(fused_path if counts else src, folder / INT8_FILE, fused=bool(counts))
     finally:
         fused_path.unlink(missing_ok=True)

@@ -161,3 +161,18 @@ def test_a_failing_fusion_still_exports_the_plain_int8_graph(lora_run, tmp_path,
     assert json.loads((folder / "export.json").read_text())["int8_fused_operators"] == {}
     proba = load_predictor(folder, backend="onnx-int8").predict_proba(TEXTS)
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+
+
+def test_an_export_folder_evaluates_like_its_run(lora_run, tmp_path):
+    """`slimtext evaluate` takes the folder `export --out` wrote: the same split, the same int8
+    graph, the same numbers as the run it came from."""
+    from slimtext.recipes.evaluation import evaluate_run
+
+    folder = export(lora_run, int8=True, out=tmp_path / "served")
+    export(lora_run, int8=True)
+    here, there = evaluate_run(folder, backend="onnx-int8"), evaluate_run(lora_run, backend="onnx-int8")
+    assert here["n"] == there["n"] > 0
+    for key in ("accuracy", "macro_f1", "loss"):
+        assert here[key] == pytest.approx(there[key], abs=1e-6), key
+    with pytest.raises(SlimtextError, match="neither a finished run .* nor a folder"):
+        evaluate_run(tmp_path)

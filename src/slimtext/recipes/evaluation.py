@@ -108,7 +108,7 @@ def eval_data_config(run_cfg: RunConfig, data: DataConfig | None, data_dir: str 
 def evaluate_run(run: str | Path, data: DataConfig | None = None, split: str | None = None,
                  backend: str = "torch", data_dir: str | None = None, dataset: TextDataset | None = None,
                  predictor=None, threshold: float | None = None) -> dict:
-    """Metrics of a finished run (any backend, TF-IDF included) on a split of its own dataset
+    """Metrics of a finished run or of an export folder (any backend, TF-IDF included) on a split of its own dataset
     (`data` None: the run's split ids) or of another one (labels mapped, see above).
 
     split: default `test`, `all` for a user file. data_dir: where the data files are. threshold:
@@ -119,8 +119,9 @@ def evaluate_run(run: str | Path, data: DataConfig | None = None, split: str | N
     "calibrated" (ECE, Brier, NLL after it), for binary tasks "threshold", "positive_label" and
     "at_threshold", and "by_source" when the dataset is a union."""
     rd = RunDir(run)
-    if not rd.is_finished():
-        raise SlimtextError(f"{rd.path} is not a finished run (no summary.json)")
+    if not rd.is_finished() and not (rd.path / "export.json").is_file():
+        raise SlimtextError(f"{rd.path} is neither a finished run (no summary.json) nor a folder "
+                            "`slimtext export --out` wrote (no export.json)")
     saved = rd.read_config()
     saved.pop("tfidf", None)  # the TF-IDF baseline's own settings (recipes/baseline.py)
     run_cfg = RunConfig.from_dict(saved)

@@ -158,7 +158,7 @@ def evaluate_cmd(run: Path,
                  label_col: Annotated[str, typer.Option(help="label column of a --data file")] = "label",
                  data_dir: str | None = None, backend: BackendOpt = "torch", threshold: ThresholdOpt = None,
                  allow_download: AllowDownloadOpt = False):
-    """Evaluate a finished run on its own test split or on another dataset.
+    """Evaluate a finished run (or a folder `export --out` wrote) on its own test split or on another dataset.
 
     Its own dataset uses the run's split ids; --data evaluates on another dataset or file
     (cross-dataset evaluation, labels mapped). Prints JSON: the argmax metrics, calibrated

@@ -16,7 +16,7 @@ SUMMARY = "Train, shrink and compare compact text classifiers, and serve the res
 COMMANDS = {  # name -> first line of its help, in the order `slimtext.cli` registers them
     "train": "Train one classifier and print its test metrics.",
     "distill": "Distil a fine-tuned teacher run into a smaller student.",
-    "evaluate": "Evaluate a finished run on its own test split or on another dataset.",
+    "evaluate": "Evaluate a finished run (or a folder `export --out` wrote) on its own test split or on another dataset.",
     "calibrate": "Fit a finished run's temperature and decision threshold on its dev split.",
     "predict": "Classify texts with a finished run.",
     "score": "Score every row of a file: label, probability, needs_review and error columns.",

@@ -7,6 +7,7 @@ autocast casts, zero fills, attention bmm, optimizer, the rest), and writes the 
 The shares are what to read; under the profiler and on a shared machine absolute times grow.
 
     python bench/profile_step.py --precision bf16 --threads 1 --steps 6
+    python bench/profile_step.py --model mpnet-base --pooling mean --precision bf16 --threads 1 --steps 4
 """
 
 from __future__ import annotations
@@ -40,14 +41,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: physical cores)")
     ap.add_argument("--steps", type=int, default=6, help="profiled steps (after 3 warm-up steps)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--model", default="minilm-l6", help="minilm-l6 or mpnet-base (the full preset's teacher)")
+    ap.add_argument("--pooling", default="pooler", help="pooler or mean (what the study's runs use)")
     ap.add_argument("--top", type=int, default=20, help="operators in the printed table")
     ap.add_argument("--json", help="write the grouped shares here")
     args = ap.parse_args(argv)
     set_threads(args.threads)
-    folder = hub.resolve("minilm-l6")
+    folder = hub.resolve(args.model)
     train, _ = load_train_split(folder, 128)
     torch.manual_seed(0)
-    model = EncoderClassifier(load_encoder(folder), num_labels=2, dropout=0.1, pooling="pooler").train()
+    model = EncoderClassifier(load_encoder(folder), num_labels=2, dropout=0.1, pooling=args.pooling).train()
     precision, _ = resolve(args.precision, model, torch.device("cpu"))
     ours = Ours(model, train, TrainConfig(batch_size=args.batch_size, lr=2e-5, precision=precision))
     ours.steps(3, 0)
@@ -60,10 +63,10 @@ def main(argv: list[str] | None = None) -> dict:
     for e in events:
         group = GROUPS.get(e.key, "other")
         shares[group] = shares.get(group, 0.0) + e.self_cpu_time_total / total
-    print(f"precision {precision}, {args.threads} thread(s), {seconds / args.steps * 1e3:.0f} ms/step under the profiler")
+    print(f"{args.model} ({args.pooling}), precision {precision}, {args.threads} thread(s), {seconds / args.steps * 1e3:.0f} ms/step under the profiler")
     for group, share in sorted(shares.items(), key=lambda kv: -kv[1]):
         print(f"  {group:<18} {share:6.1%}")
-    result = {"precision": precision, "threads": args.threads, "steps": args.steps,
+    result = {"model": args.model, "pooling": args.pooling, "precision": precision, "threads": args.threads, "steps": args.steps,
               "ms_per_step_profiled": seconds / args.steps * 1e3, "shares": shares, "machine": machine()}
     if args.json:
         write_json(args.json, result)

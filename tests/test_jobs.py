@@ -271,3 +271,48 @@ def test_teacher_logits_in_the_teachers_own_precision_cached_apart(tmp_path, fak
     assert teacher_cache.logits_precision(teacher, "auto") == "fp32"
     with pytest.raises(SlimtextError, match="fp16"):
         teacher_cache.logits_precision(teacher, "fp16")
+
+
+# --- the heartbeat: where each quiet run's training is ---------------------------------------------
+
+def test_describe_progress_reads_what_fit_notes(tmp_path):
+    from slimtext.rundir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    assert run.describe_progress() == "not training yet"
+    run.write_progress(1, 2, 25, 100, 50.0)  # 2 s a step, 75 + 100 steps left
+    assert run.describe_progress() == "epoch 1/2, step 25/100 (25 %), ~6m of training left"
+    run.write_progress(1, 1, 10, 620, 3600.0)
+    assert run.describe_progress() == "epoch 1/1, step 10/620 (1 %), ~61h00m of training left"
+    run.write_progress(1, 2, 100, 100, 200.0)
+    assert run.describe_progress() == "evaluating epoch 1/2"
+    run.write_progress(2, 2, 100, 100, 200.0)
+    assert run.describe_progress() == "training done, evaluating"
+    run.progress_path.write_text("{torn")
+    assert run.describe_progress() == "not training yet"
+
+
+def test_heartbeat_says_where_each_running_run_is(tmp_path, capsys):
+    from fake_runs import write_run
+    from slimtext.rundir import RunDir
+
+    def runner(argv, log):
+        out = Path(argv[argv.index("--out") + 1])
+        RunDir(out).write_progress(1, 2, 5, 10, 20.0)
+        time.sleep(0.6)
+        write_run(out, f1=0.8, seed=0)
+        return 0
+
+    def plan(folder):
+        return [study.PlannedRun(f"r{i}-s0", "r", 0, ["x", "--out", str(folder / f"r{i}-s0")]) for i in range(2)]
+
+    status = study.execute(plan(tmp_path / "a"), tmp_path / "a", runner=runner, jobs=2, heartbeat=0.1)
+    assert status == {"r0-s0": "ran", "r1-s0": "ran"}
+    beats = [line for line in capsys.readouterr().err.splitlines() if "running for" in line]
+    for name in ("r0-s0", "r1-s0"):
+        assert any(f"{name}: running for 0m00s, epoch 1/2, step 5/10 (50 %), ~1m of training left" in line
+                   for line in beats), beats
+    study.execute(plan(tmp_path / "b"), tmp_path / "b", runner=runner, jobs=1, heartbeat=0.1)  # one job: too
+    assert "r0-s0: running for" in capsys.readouterr().err
+    study.execute(plan(tmp_path / "c"), tmp_path / "c", runner=runner, quiet=True, heartbeat=0.1)
+    assert capsys.readouterr().err == ""

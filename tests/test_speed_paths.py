@@ -19,7 +19,7 @@ from slimtext.models.encoder import Encoder, EncoderClassifier, EncoderConfig
 from slimtext.models.lora import LoRAConfig, inject
 from slimtext.recipes.finetune import train
 from slimtext.rundir import RunDir, load_safetensors
-from slimtext.train import head_cache
+from slimtext.train import head_cache, loop
 from slimtext.train.loop import TrainConfig, fit, make_optimizer, predict_logits
 
 transformers = pytest.importorskip("transformers")
@@ -249,3 +249,20 @@ def test_fused_optimizer_bf16_autocast_and_bad_precision(tmp_path):
     with pytest.raises(UnknownNameError, match="precision"):
         fit(model, random_split(), random_split(), TrainConfig(precision="fp16"),
             RunDir(tmp_path / "s"), 3, quiet=True)
+
+
+def test_fit_notes_its_progress_for_a_studys_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 0.0)  # every step
+    noted = []
+    real = RunDir.write_progress
+    monkeypatch.setattr(RunDir, "write_progress", lambda self, *a: (noted.append(a), real(self, *a)))
+    fit(tiny_classifier(), random_split(20), random_split(10, seed=2), TrainConfig(epochs=2, batch_size=8),
+        RunDir(tmp_path / "r"), 3, quiet=True)
+    steps = noted[0][3]
+    assert steps == 3 and [a[:4] for a in noted] == [(e, 2, s, steps) for e in (1, 2) for s in (1, 2, 3)]
+    assert RunDir(tmp_path / "r").describe_progress() == "training done, evaluating"
+    noted.clear()
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 3600.0)  # the first and last step of each epoch only
+    fit(tiny_classifier(), random_split(20), random_split(10, seed=2), TrainConfig(epochs=1, batch_size=8),
+        RunDir(tmp_path / "s"), 3, quiet=True)
+    assert [a[:3] for a in noted] == [(1, 1, 1), (1, 1, 3)]

@@ -304,6 +304,7 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
               set_: Annotated[list[str] | None, typer.Option("--set", help="override a preset field, key=value (e.g. epochs=1, max_examples=4000); repeatable")] = None,
               cross: Annotated[str | None, typer.Option(help="afterwards, evaluate every run on these datasets' test splits (comma-separated; A+B is a union): cross.json and a train-on x test-on matrix in the report")] = None,
               jobs: Annotated[int | None, typer.Option(help="runs at once, each after the runs it needs (default: cores // --threads; 1 when --threads is 0)")] = None,
+              heartbeat: Annotated[float, typer.Option(help="minutes between progress lines for the running runs (their step, percent and time left); 0: none")] = 10.0,
               quiet: bool = False, allow_download: AllowDownloadOpt = False):
     """Run the whole comparison of teacher, students and baselines, then write a report.
 
@@ -318,7 +319,7 @@ def study_cmd(preset: Annotated[str, typer.Option(help="quick: minilm-l6 teacher
     from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
     md = run_study(preset=preset, data=data, seeds=seed_list, out=out, data_dir=data_dir, quiet=is_quiet(quiet), threads=threads,
-                   overrides=set_, cross=parse_cross(cross), jobs=jobs)
+                   overrides=set_, cross=parse_cross(cross), jobs=jobs, heartbeat=60 * heartbeat)
     typer.echo(f"report: {md}\nreport: {md.with_suffix('.html')}")
 
 
@@ -330,6 +331,7 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
               metric: Annotated[str | None, typer.Option(help="objective, e.g. dev.macro_f1")] = None,
               jobs: Annotated[int | None, typer.Option(help="points (or Optuna trials) at once (default: cores // the base config's train.threads; 1 when that is 0)")] = None,
               where: Annotated[list[str] | None, typer.Option(help="grid search: only the points with KEY=VALUE (repeatable), e.g. --where model.model=minilm-l6; the rest can run later into the same folder")] = None,
+              heartbeat: Annotated[float, typer.Option(help="minutes between progress lines for the running runs (their step, percent and time left); 0: none")] = 10.0,
               quiet: bool = False, allow_download: AllowDownloadOpt = False):
     """Sweep hyper-parameters: a resumable grid or an Optuna search.
 
@@ -339,7 +341,7 @@ def sweep_cmd(config: Annotated[Path, typer.Argument(help="YAML: a `base` run co
     from slimtext.train.progress import is_quiet  # noqa: PLC0415
 
     md = run_sweep(config, out=out, search=search, trials=trials, metric=metric, quiet=is_quiet(quiet), jobs=jobs,
-                   where=where)
+                   where=where, heartbeat=60 * heartbeat)
     typer.echo(f"report: {md}")
 
 

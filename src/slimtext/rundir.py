@@ -188,6 +188,11 @@ class RunDir:
     def checkpoint_path(self, epoch: int) -> Path:
         return self.path / f"checkpoint-{epoch}"
 
+    @property
+    def progress_path(self) -> Path:
+        """Where training is now (`write_progress`); not one of the run's results."""
+        return self.path / "progress.json"
+
     def exists(self) -> bool:
         return self.config_path.exists()
 
@@ -316,6 +321,12 @@ class RunDir:
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_json(self.path / name, obj)
 
+    def write_progress(self, epoch: int, epochs: int, step: int, steps: int, epoch_seconds: float) -> None:
+        """Step `step` of `steps` in epoch `epoch` of `epochs`, `epoch_seconds` into that epoch:
+        what a study's heartbeat reads (`describe_progress`) while the run trains quietly."""
+        atomic_write_json(self.progress_path, {"epoch": epoch, "epochs": epochs, "step": step, "steps": steps,
+                                               "epoch_seconds": round(epoch_seconds, 1)})
+
     # --- reading
     def read_config(self) -> dict:
         if not self.config_path.exists():
@@ -333,6 +344,26 @@ class RunDir:
 
     def read_json(self, name: str) -> Any:
         return json.loads((self.path / name).read_text(encoding="utf-8"))
+
+    def describe_progress(self) -> str:
+        """One phrase for a heartbeat line: 'epoch 1/3, step 270/620 (44 %), ~1h05m of training
+        left', 'evaluating epoch 1/3', 'training done, evaluating', or 'not training yet' (data,
+        tokenizer, a teacher's logits) when the run has written no progress."""
+        try:
+            p = json.loads(self.progress_path.read_text(encoding="utf-8"))
+            epoch, epochs, step, steps, secs = (p[k] for k in ("epoch", "epochs", "step", "steps", "epoch_seconds"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return "not training yet"
+        if step >= steps:
+            return "training done, evaluating" if epoch >= epochs else f"evaluating epoch {epoch}/{epochs}"
+        left = (steps - step + (epochs - epoch) * steps) * secs / max(step, 1)
+        return (f"epoch {epoch}/{epochs}, step {step}/{steps} ({100 * step // steps} %), "
+                f"~{_hours_minutes(left)} of training left")
+
+
+def _hours_minutes(seconds: float) -> str:
+    m = int(round(seconds / 60))
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{max(m, 1)}m"
 
 
 def _alive(pid: str) -> bool:

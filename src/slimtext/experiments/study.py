@@ -47,7 +47,7 @@ from slimtext.config import coerce_field, split_override
 from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.experiments.cross import check_cross, cross_evaluate
 from slimtext.experiments.report import write_report
-from slimtext.rundir import RunLock, RunLockedError, atomic_write_json
+from slimtext.rundir import RunDir, RunLock, RunLockedError, atomic_write_json
 
 # (argv of the whole command line, log file) -> exit status
 Runner = Callable[[list[str], Path], int]
@@ -300,16 +300,21 @@ def _clock(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+HEARTBEAT_S = 600.0  # while runs train quietly, a line per running run this often
+
+
 def execute(
-    runs: list[PlannedRun], out: Path, runner: Runner | None = None, quiet: bool = False, jobs: int = 1
+    runs: list[PlannedRun], out: Path, runner: Runner | None = None, quiet: bool = False, jobs: int = 1,
+    heartbeat: float = HEARTBEAT_S,
 ) -> dict[str, str]:
     """Run the plan, resumably, up to `jobs` runs at once (each after the runs it needs). Returns
     name -> 'finished' (already), 'ran', 'failed' or 'blocked' (a run it needs did not finish).
-    Output of each run goes to `out/logs/<name>.log`."""
+    Output of each run goes to `out/logs/<name>.log`; every `heartbeat` seconds (0: never) a line
+    per running run says where its training is (`RunDir.describe_progress`)."""
     if jobs < 1:
         raise SlimtextError(f"--jobs must be at least 1, got {jobs}")
     with _sigterm_as_exit():  # `kill STUDY_PID` also ends the runs in progress and their children
-        return _execute(runs, out, runner or subprocess_runner, quiet, jobs)
+        return _execute(runs, out, runner or subprocess_runner, quiet, jobs, heartbeat)
 
 
 @contextlib.contextmanager
@@ -384,10 +389,22 @@ def _next_ready(pending, status, names, running, runs) -> tuple[int, PlannedRun]
                default=None)
 
 
-def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool, jobs: int = 1) -> dict[str, str]:
+def _heartbeat(running: dict, out: Path, t_start: float, say: Callable, every: float,
+               stop: threading.Event) -> None:
+    """Every `every` seconds until `stop`: one line per running run, with its training progress."""
+    while not stop.wait(every):
+        now = time.monotonic()
+        for name, (head, t0) in list(running.items()):
+            say(f"{head}: running for {_clock(now - t0)}, {RunDir(out / name).describe_progress()} "
+                f"(elapsed {_clock(now - t_start)})")
+
+
+def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool, jobs: int = 1,
+             heartbeat: float = HEARTBEAT_S) -> dict[str, str]:
     """Start runs as slots free up (at most `jobs` at once), each only after every run it needs
     has ended: teachers first, and a student only after its teacher's logits are cached while
-    other work is ready (`_next_ready`); one line when a run starts and one when it ends."""
+    other work is ready (`_next_ready`); one line when a run starts, one when it ends, and one
+    per running run every `heartbeat` seconds (`_heartbeat`)."""
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     status: dict[str, str] = {}
     names = {r.name for r in runs}
@@ -434,6 +451,10 @@ def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool, job
             else:
                 threading.Thread(target=run_one, args=(run, argv), daemon=True).start()
 
+    beat = threading.Event()
+    if heartbeat > 0 and not quiet:
+        args = (running, out, t_start, say, heartbeat, beat)
+        threading.Thread(target=_heartbeat, args=args, daemon=True).start()
     try:
         while pending or running:
             waiting = len(pending)
@@ -460,6 +481,8 @@ def _execute(runs: list[PlannedRun], out: Path, runner: Runner, quiet: bool, job
     except BaseException:
         _kill_live()  # runs in other threads: end their children too
         raise
+    finally:
+        beat.set()
     return status
 
 
@@ -504,6 +527,7 @@ def run_study(
     overrides: list[str] | None = None,
     cross: list[str] | None = None,
     jobs: int | None = None,
+    heartbeat: float = HEARTBEAT_S,
 ) -> Path:
     """Run (or complete) a study and write its report; returns the path of report.md.
 
@@ -514,7 +538,7 @@ def run_study(
     the report's train-on x test-on matrix, see experiments/cross.py); checked before any run.
     jobs: runs at once (default `default_jobs(threads)`: cores // threads); with jobs > 1 and
     threads 0, each run gets cores // jobs threads so the runs share the cores instead of
-    oversubscribing them."""
+    oversubscribing them. heartbeat: seconds between progress lines for running runs (0: none)."""
     p = preset_with(preset, overrides)
     jobs = default_jobs(threads) if jobs is None else jobs
     if jobs < 1:
@@ -538,7 +562,7 @@ def run_study(
         check_cross(data, cross, data_dir)
         header["cross"] = list(cross)
     write_plan(out / "study.json", header, runs, ("preset", "data", "settings"))
-    status = execute(runs, out, runner, quiet, jobs)
+    status = execute(runs, out, runner, quiet, jobs, heartbeat)
     dirs = [out / r.name for r in runs if (out / r.name).is_dir()]
     if cross:
         cross_evaluate(dirs, list(cross), out, data_dir, quiet=quiet)

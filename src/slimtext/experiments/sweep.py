@@ -40,7 +40,14 @@ import yaml
 from slimtext.config import RunConfig, apply_overrides
 from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.experiments.report import write_report
-from slimtext.experiments.study import PlannedRun, Runner, default_jobs, execute, write_plan
+from slimtext.experiments.study import (
+    HEARTBEAT_S,
+    PlannedRun,
+    Runner,
+    default_jobs,
+    execute,
+    write_plan,
+)
 from slimtext.rundir import atomic_write_text
 
 SEARCHES = ("grid", "optuna")
@@ -149,13 +156,15 @@ def run_sweep(
     runner: Runner | None = None,
     jobs: int | None = None,
     where: list[str] | None = None,
+    heartbeat: float = HEARTBEAT_S,
 ) -> Path:
     """Run (or continue) the sweep of `config_path`; returns the path of its report.md.
     search / trials / metric override the file's. out: default runs/sweep-<name>.
     jobs: points at once (default: the cores over the base config's train.threads; 1 when that
     is 0, torch's default of every core). where: `KEY=VALUE` filters (grid search only): run only
     the points (and seed reruns) whose grid values match, e.g. the cheap model's rows first; the
-    plan files (sweep.json, seeds.json) and the report still cover every point of the folder."""
+    plan files (sweep.json, seeds.json) and the report still cover every point of the folder.
+    heartbeat: seconds between progress lines for running runs (0: none)."""
     spec = load_sweep(config_path)
     if jobs is None:
         jobs = default_jobs(int((spec["base"].get("train") or {}).get("threads") or 0))
@@ -202,7 +211,7 @@ def run_sweep(
             "metric": metric,
         }
         write_plan(sweep_dir / "sweep.json", header, every, ("grid",))
-        status = execute(runs, sweep_dir, runner, quiet, jobs)
+        status = execute(runs, sweep_dir, runner, quiet, jobs, heartbeat)
         names = [r.name for r in every]
     else:
         if where:
@@ -217,7 +226,7 @@ def run_sweep(
         }
         write_plan(sweep_dir / "sweep.json", header, [], ("grid", "metric"))
         names, status = _optuna(
-            spec, sweep_dir, trials or spec["trials"] or 10, metric, runner, quiet, jobs
+            spec, sweep_dir, trials or spec["trials"] or 10, metric, runner, quiet, jobs, heartbeat
         )
         selected = set(names)
 
@@ -229,7 +238,7 @@ def run_sweep(
             if not quiet and mine:
                 print(f"best on {metric}: {values}; rerunning {', '.join(sorted({r.group for r in mine}))} "
                       f"with seeds {[r.seed for r in mine]}", file=sys.stderr)
-            status.update(execute(mine, sweep_dir, runner, quiet, jobs))
+            status.update(execute(mine, sweep_dir, runner, quiet, jobs, heartbeat))
             names = [*names, *(r.name for r in reruns)]
 
     dirs = [sweep_dir / n for n in dict.fromkeys(names) if (sweep_dir / n).is_dir()]
@@ -307,7 +316,8 @@ def seed_reruns(spec: dict, sweep_dir: Path, names: list[str], metric: str) -> t
     return runs, chosen
 
 
-def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet: bool, jobs: int = 1):
+def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet: bool, jobs: int = 1,
+            heartbeat: float = HEARTBEAT_S):
     try:
         import optuna  # noqa: PLC0415
     except ImportError:
@@ -357,7 +367,7 @@ def _optuna(spec: dict, sweep_dir: Path, trials: int, metric: str, runner, quiet
             names.append(run.name)
             lock = point_locks.setdefault(run.name, threading.Lock())
         with lock:  # the second of two equal trials finds the first one's run finished
-            status.update(execute([run], sweep_dir, runner, quiet))
+            status.update(execute([run], sweep_dir, runner, quiet, heartbeat=heartbeat))
         value = objective_value(sweep_dir / run.name, metric)
         if value is None:
             raise RuntimeError(

@@ -36,6 +36,7 @@ from slimtext.train.state import Hook, LoopState, commit_epoch, hook_from_env, p
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 METRICS = ("accuracy", "macro_f1", "mcc", "roc_auc", "loss")
+PROGRESS_EVERY_S = 30.0  # how often a training run notes its step in progress.json (for a study's heartbeat)
 
 
 @dataclass
@@ -270,13 +271,17 @@ def fit(model: torch.nn.Module, train: EncodedSplit, dev: EncodedSplit, cfg: Tra
             net.train()
             t0 = time.perf_counter()
             batches = train_batches(train.lengths, cfg.batch_size, cfg.seed, epoch, rank=rank, world=world)
-            total, seen = 0.0, 0
+            total, seen, noted = 0.0, 0, -math.inf
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
-            for idx in bar:
+            for step, idx in enumerate(bar, 1):
                 b = {k: v.to(device) for k, v in collate(train, idx, bucket=True).items()}
                 total += train_step(net, b, loss_fn, opt, sched, cfg, params) * len(idx)
                 seen += len(idx)
                 bar.set_postfix(loss=f"{total / seen:.4f}")
+                now = time.perf_counter()
+                if rank == 0 and (now - noted >= PROGRESS_EVERY_S or step == len(batches)):
+                    run.write_progress(epoch + 1, cfg.epochs, step, len(batches), now - t0)
+                    noted = now
             train_loss = total / max(seen, 1)
             if world > 1:  # mean over ranks, weighted by examples
                 t = torch.tensor([total, seen], dtype=torch.float64)

@@ -147,3 +147,28 @@ def test_the_probe_leaves_the_global_rng_alone():
     torch.manual_seed(3)
     probe(model, CPU, rows=16)
     assert torch.equal(torch.rand(4), expected)  # a run that probes == a run that reads the cache
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_an_lstm_under_bf16_autocast_runs_where_onednn_has_no_bf16_rnn(monkeypatch, native):
+    """Without native bf16 the recurrent layer runs in fp32 inside the autocast region (oneDNN
+    cannot build a bf16 LSTM there: the quick study's LSTM failed on an AVX2-only EPYC)."""
+    from slimtext.models import rnn
+
+    if native and not rnn._cpu_has_bf16_rnn():
+        pytest.skip("this CPU has no native bf16")
+    monkeypatch.setattr(rnn, "_cpu_has_bf16_rnn", lambda: native)
+    torch.manual_seed(0)
+    net = rnn.RNNClassifier(rnn.RNNConfig(embed_dim=8, hidden_dim=8, vocab_size=20)).eval()
+    ids = torch.randint(1, 20, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 4:] = 0
+    with torch.inference_mode():
+        ref = net(ids, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(ids, mask)
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), ref, atol=0.05, rtol=0.05)
+    if not native:  # the recurrent features themselves stayed fp32
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert net.features(ids, mask).dtype == torch.float32

@@ -14,6 +14,8 @@ calibration.json: `predict_proba` is calibrated, `predict` uses the decision thr
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from slimtext.checkpoint import load_model
 from slimtext.data.batches import EncodedSplit
 from slimtext.errors import SlimtextError, UnknownNameError
 from slimtext.inference.base import INT8_FILE, ONNX_FILE, TFIDF_FILE, WEIGHTS_FILE, LabelPredictor
-from slimtext.inference.export import torch_int8
+from slimtext.inference.export import INT8_WEIGHT_BITS, torch_int8
 from slimtext.inference.onnx import OnnxPredictor
 from slimtext.inference.tfidf import TfidfPredictor
 from slimtext.train.loop import predict_logits
@@ -71,6 +73,8 @@ def load_predictor(run_dir: str | Path, backend: str = "torch", batch_size: int 
                         if onnx_folder(run_dir, f) is not None), "torch")
     if backend in ("onnx", "onnx-int8"):
         name = INT8_FILE if backend == "onnx-int8" else ONNX_FILE
+        if backend == "onnx-int8":
+            _warn_if_8_bit(onnx_folder(run_dir, name) or Path(run_dir))
         # 8 texts per batch: int8 minilm-l6 scored 3,000 tweets 3-5% faster than in batches of 16
         # and 40% faster than in batches of 64 (1 thread, AMD EPYC; docs/results.md, issue 17)
         return OnnxPredictor(onnx_folder(run_dir, name) or run_dir, int8=backend == "onnx-int8",
@@ -85,3 +89,18 @@ def load_predictor(run_dir: str | Path, backend: str = "torch", batch_size: int 
     predictor.backend = backend
     predictor.use_calibration(run_dir)
     return predictor
+
+
+def _warn_if_8_bit(folder: Path) -> None:
+    """An int8 file from before 7-bit weights (export.json without `int8_weight_bits`) saturates
+    on CPUs without VNNI and can answer wrongly there: say so, and how to re-export."""
+    if not (folder / INT8_FILE).is_file():
+        return
+    try:
+        info = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if info.get("int8_weight_bits") != INT8_WEIGHT_BITS:
+        warnings.warn(f"{folder / INT8_FILE} has 8-bit weights, which saturate on CPUs without VNNI "
+                      f"(AVX2) and can give wrong probabilities there; re-export it: "
+                      f"slimtext export {info.get('source', folder)} --int8", stacklevel=3)

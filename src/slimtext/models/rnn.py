@@ -55,9 +55,17 @@ class RNNClassifier(nn.Module):
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         lengths = attention_mask.sum(1).clamp(min=1)  # (B,)
         x = self.drop(self.embed(input_ids))  # (B, T, E)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not _cpu_has_bf16_rnn():
+            x = x.float()  # oneDNN has no bf16 recurrent kernel without native bf16: run it in fp32
+            with torch.autocast("cpu", enabled=False):
+                return self._recur(x, lengths, attention_mask, input_ids.shape[1])
+        return self._recur(x, lengths, attention_mask, input_ids.shape[1])
+
+    def _recur(self, x: torch.Tensor, lengths: torch.Tensor, attention_mask: torch.Tensor,
+               total_length: int) -> torch.Tensor:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, h = self.rnn(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])  # (B, T, D*H)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=total_length)  # (B, T, D*H)
         if self.cfg.pooling == "last":
             h = h[0] if isinstance(h, tuple) else h  # LSTM returns (h, c); h: (L*D, B, H)
             D = 2 if self.cfg.bidirectional else 1
@@ -70,3 +78,9 @@ class RNNClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.drop(self.features(input_ids, attention_mask)))
+
+
+def _cpu_has_bf16_rnn() -> bool:
+    """Whether oneDNN can run a recurrent layer in bf16 here (a CPU with native bf16, AVX-512 BF16
+    or AMX); without it, an LSTM under bf16 autocast fails to create its oneDNN primitive."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
